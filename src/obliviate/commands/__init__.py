@@ -1,0 +1,1 @@
+"""One module per ``obliviate`` subcommand, each exposing ``register(subparsers)``."""

@@ -1,0 +1,5 @@
+"""Records, readers, benchmark loaders (TOFU, RWKU) and chat formatting."""
+
+from .records import DataError, QARecord
+
+__all__ = ["DataError", "QARecord"]
