@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from tqdm.auto import tqdm
 
@@ -24,13 +26,22 @@ class TransformersGenerator(Generator):
         self.batch_size = batch_size
         self.progress = progress
         self.model_id = model_id or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        #: how many prompts a disk cache hands over at once (results are persisted between calls)
+        self.cache_chunk_size = 4 * batch_size
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; call obliviate.models.ensure_chat_template(tokenizer)")
 
-    @torch.no_grad()
     def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
+        out: list[str | None] = [None] * len(prompts)
+        for i, text in self._iter_generate(prompts, params):
+            out[i] = text
+        return out  # type: ignore[return-value]
+
+    def _iter_generate(self, prompts: list[Messages], params: GenerationParams) -> Iterator[tuple[int, str]]:
+        """Yield ``(index, completion)`` batch by batch (length-grouped order, not input order)."""
         tok = self.tokenizer
         texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
         encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        out: list[str | None] = [None] * len(texts)
         batches = length_grouped_batches([len(e) for e in encoded], self.batch_size, shuffle=False)
         was_training = self.model.training
         self.model.eval()
@@ -50,9 +61,9 @@ class TransformersGenerator(Generator):
                     mask[r, width - len(encoded[i]):] = 1
                 if params.temperature > 0:
                     torch.manual_seed(params.seed + bi)
-                gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
+                with torch.no_grad():
+                    gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
                 for r, i in enumerate(batch):
-                    out[i] = tok.decode(gen[r, width:], skip_special_tokens=True).strip()
+                    yield i, tok.decode(gen[r, width:], skip_special_tokens=True).strip()
         finally:
             self.model.train(was_training)
-        return out  # type: ignore[return-value]
