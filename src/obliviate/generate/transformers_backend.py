@@ -31,6 +31,9 @@ class TransformersGenerator(Generator):
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; call obliviate.models.ensure_chat_template(tokenizer)")
 
+    def __repr__(self) -> str:
+        return f"TransformersGenerator(model={self.model_id!r}, batch_size={self.batch_size})"
+
     def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
         out: list[str | None] = [None] * len(prompts)
         for i, text in self._iter_generate(prompts, params):

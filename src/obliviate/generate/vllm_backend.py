@@ -65,7 +65,7 @@ class VLLMGenerator(Generator):
         sp = self._sampling(params)
         for start in range(0, len(prompts), self.chunk_size):
             chunk = prompts[start:start + self.chunk_size]
-            outs = self.llm.chat(chunk, sp, use_tqdm=self.progress, add_generation_prompt=True)
+            outs = self.llm.chat(chunk, sampling_params=sp, use_tqdm=self.progress, add_generation_prompt=True)
             for j, o in enumerate(outs):
                 yield start + j, o.outputs[0].text.strip()
 

@@ -1,0 +1,230 @@
+"""Shared plumbing for the ``obliviate eval ...`` commands: arguments, model loading, run directory.
+
+Every evaluation command writes the same four files into ``--out DIR`` (all atomically):
+
+* ``metrics.json`` — the benchmark's aggregate numbers (a flat ``{name: float}`` dict under
+  ``"metrics"`` plus ``"benchmark"``, ``"model"`` and any extra context),
+* ``samples.jsonl`` — one row per scored item (question, reference, generation, each score),
+* ``report.md`` — a human-readable summary (tables),
+* ``manifest.json`` — :class:`obliviate.io.Manifest` (command, config, package versions, inputs,
+  wall time, peak memory).
+
+Typical use in a ``*_cli.py`` module::
+
+    def add_arguments(p):
+        add_model_arguments(p)
+        add_output_arguments(p)
+        add_batch_arguments(p, batch_size=16, max_new_tokens=64)
+
+    def run(args):
+        out = check_out_dir(args.out)            # validate before loading anything heavy
+        manifest = start_manifest(out, "eval tofu", args)
+        model, tok = load_model_from_args(args)
+        metrics, rows = evaluate_something(model, tok, ...)
+        write_eval_run(out, benchmark="tofu", metrics=metrics, rows=rows,
+                       report=metrics_report("TOFU", metrics), manifest=manifest, model=args.model)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+__all__ = [
+    "add_model_arguments",
+    "add_output_arguments",
+    "add_batch_arguments",
+    "check_out_dir",
+    "positive_int",
+    "resolve_system_prompt",
+    "start_manifest",
+    "load_model_from_args",
+    "to_jsonable",
+    "markdown_table",
+    "metrics_report",
+    "write_eval_run",
+]
+
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.jsonl"
+REPORT_FILE = "report.md"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the error names the value)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, flag: str = "--model", required: bool = True,
+                        help: str | None = None) -> None:
+    """Add ``--model`` (plus shared ``--dtype``, ``--device``, ``--trust-remote-code`` once)."""
+    parser.add_argument(flag, required=required, metavar="MODEL",
+                        help=help or "model to evaluate: 'smollm2-135m-instruct' (embedded default), an HF folder, "
+                                     "a .gguf file, a LoRA adapter folder or a hub id")
+    if not any("--dtype" in a.option_strings for a in parser._actions):
+        parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                            help="weights dtype (auto: bf16 on CUDA, fp32 on CPU)")
+        parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--out DIR`` (the run directory)."""
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="run directory for metrics.json, samples.jsonl, report.md, manifest.json")
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 16, max_new_tokens: int = 64,
+                        max_samples: bool = True, system_prompt: bool = True) -> None:
+    """Add ``--batch-size``, ``--max-new-tokens``, ``--max-samples``, ``--system-prompt``."""
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+                        help=f"sequences per forward / generate call (default {batch_size})")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens,
+                        help=f"greedy generation length (default {max_new_tokens})")
+    if max_samples:
+        parser.add_argument("--max-samples", type=positive_int, default=None,
+                            help="evaluate at most this many items per split (default: all)")
+    if system_prompt:
+        parser.add_argument("--system-prompt", default=None, metavar="TEXT",
+                            help="system prompt for every question (the Prompting baseline); "
+                                 "'@FILE' reads it from a file")
+
+
+def resolve_system_prompt(value: str | None) -> str | None:
+    """``--system-prompt`` value: literal text, or ``@path`` to read the prompt from a file."""
+    if value and value.startswith("@"):
+        p = Path(value[1:]).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"--system-prompt: file not found: {p}")
+        return p.read_text(encoding="utf-8").strip()
+    return value
+
+
+def check_out_dir(path: str | os.PathLike) -> Path:
+    """Validate ``--out`` before any heavy work: it must be a folder (created if missing), not a file."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise FileExistsError(f"--out {p} exists and is not a directory")
+    p.mkdir(parents=True, exist_ok=True)
+    if not os.access(p, os.W_OK):
+        raise PermissionError(f"--out {p} is not writable")
+    return p
+
+
+def _args_config(args: argparse.Namespace | Mapping[str, Any] | None) -> dict:
+    if args is None:
+        return {}
+    d = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+    return {k: v for k, v in d.items() if not callable(v)}
+
+
+def start_manifest(out_dir: str | os.PathLike, command: str, args: argparse.Namespace | Mapping | None = None,
+                   *, seed: int | None = None, inputs: Mapping[str, Any] | None = None) -> Manifest:
+    """Start the run's :class:`~obliviate.io.Manifest` (config = the parsed arguments, secrets redacted).
+
+    ``inputs`` maps names to files / folders / specs to hash (the ``model`` argument is added
+    automatically when ``args`` has one).
+    """
+    cfg = _args_config(args)
+    m = Manifest(out_dir, command, config=cfg, seed=seed)
+    if cfg.get("model"):
+        m.add_input("model", cfg["model"])
+    for name, value in (inputs or {}).items():
+        m.add_input(name, value)
+    return m
+
+
+def load_model_from_args(args: argparse.Namespace, *, attr: str = "model"):
+    """``load_model(args.<attr>, dtype=args.dtype, device=args.device, trust_remote_code=...)``."""
+    from ..models import load_model
+
+    return load_model(getattr(args, attr), dtype=getattr(args, "dtype", "auto"),
+                      device=getattr(args, "device", "auto"),
+                      trust_remote_code=getattr(args, "trust_remote_code", False))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy / torch scalars and containers to plain JSON types; NaN and inf become ``None``."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    return obj
+
+
+def _fmt(v: Any, floatfmt: str) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else format(v, floatfmt)
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
+                   floatfmt: str = ".4f") -> str:
+    """Render ``rows`` (dicts) as a GitHub Markdown table; ``columns`` default to the first row's keys."""
+    if not rows:
+        return "_(no rows)_\n"
+    cols = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c), floatfmt) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_report(title: str, metrics: Mapping[str, Any], *, sections: Iterable[tuple[str, str]] = (),
+                   context: Mapping[str, Any] | None = None) -> str:
+    """A ``report.md`` body: a title, optional context lines, extra ``(heading, markdown)`` sections,
+    and the full metric list as a two-column table."""
+    out = [f"# {title}\n"]
+    for k, v in (context or {}).items():
+        out.append(f"- **{k}**: {v}")
+    if context:
+        out.append("")
+    for heading, body in sections:
+        out.append(f"## {heading}\n\n{body}")
+    out.append("## All metrics\n")
+    out.append(markdown_table([{"metric": k, "value": v} for k, v in metrics.items()
+                               if isinstance(v, (int, float)) or v is None]))
+    return "\n".join(out)
+
+
+def write_eval_run(out_dir: str | os.PathLike, *, benchmark: str, metrics: Mapping[str, Any],
+                   rows: Sequence[Mapping[str, Any]], report: str, manifest: Manifest | None = None,
+                   extra: Mapping[str, Any] | None = None, **context: Any) -> dict[str, Path]:
+    """Write ``metrics.json``, ``samples.jsonl``, ``report.md`` and ``manifest.json`` atomically.
+
+    ``metrics.json`` holds ``{"benchmark", "metrics": {...}, **context, **extra}``; ``context``
+    keywords (``model=..., target=...``) are also recorded in the manifest. Returns the paths.
+    """
+    out = check_out_dir(out_dir)
+    payload = {"benchmark": benchmark, **to_jsonable(dict(context)), "metrics": to_jsonable(dict(metrics))}
+    if extra:
+        payload.update(to_jsonable(dict(extra)))
+    paths = {
+        "metrics": atomic_write_json(out / METRICS_FILE, payload),
+        "samples": atomic_write_jsonl(out / SAMPLES_FILE, (to_jsonable(dict(r)) for r in rows)),
+        "report": atomic_write_text(out / REPORT_FILE, report if report.endswith("\n") else report + "\n"),
+    }
+    if manifest is not None:
+        for p in paths.values():
+            manifest.add_output(p)
+        paths["manifest"] = manifest.write(benchmark=benchmark, **to_jsonable(dict(context)))
+    return paths

@@ -1,0 +1,298 @@
+"""Batched model scoring for evaluation: log-probabilities of responses and greedy answers.
+
+Every function here runs the model in **length-grouped batches** (little padding) with
+``torch.no_grad`` and returns results in the input order. Three primitives cover every
+benchmark in :mod:`obliviate.evals`:
+
+* :func:`sequence_logprobs` — ``log P(response | chat prompt)`` summed over the response tokens
+  (plus the closing end-of-turn token), for many (prompt, response) pairs at once. TOFU's answer,
+  paraphrased answer and all perturbed answers of many questions go through the same batches.
+* :func:`score_continuations` — the same for raw text prefixes (already rendered prompts,
+  few-shot prompts, "Answer:" suffixes) and continuations.
+* :func:`next_token_logprobs` — the next-token log-distribution restricted to candidate tokens
+  (multiple-choice letters), one forward per batch.
+* :func:`mean_loss` — mean token NLL of raw texts (the LOSS membership-inference score).
+* :func:`generate_answers` / :func:`generate_from_text` — batched greedy generation with left
+  padding and the KV cache.
+
+Implementation notes: batches are left-padded with explicit ``position_ids`` (so every row sees
+the positions it would see alone) and the model is asked only for the logits of the last
+``K`` positions (``logits_to_keep``), where ``K`` covers the longest scored continuation of the
+batch: with left padding all continuations end at the last column, so the vocabulary projection
+and log-softmax are never computed over prompt tokens.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.formatting import encode_example, length_grouped_batches, pad_batch, prompt_text
+
+__all__ = [
+    "sequence_logprobs",
+    "score_continuations",
+    "score_token_ids",
+    "next_token_logprobs",
+    "mean_loss",
+    "generate_answers",
+    "generate_from_text",
+    "model_device",
+]
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def _pad_id(tokenizer) -> int:
+    pid = tokenizer.pad_token_id
+    if pid is None:
+        pid = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    return int(pid)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+        return False
+
+
+def _forward_last(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions of a left-padded batch, as float32 ``(B, keep, V)``."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    if _accepts_logits_to_keep(model):
+        try:
+            logits = model(**kwargs, logits_to_keep=keep).logits
+        except TypeError:
+            logits = model(**kwargs).logits
+    else:
+        logits = model(**kwargs).logits
+    return logits[:, -keep:, :].float()
+
+
+@torch.no_grad()
+def score_token_ids(model, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 16,
+                    pad_token_id: int = 0, progress: bool | str = False) -> list[tuple[float, int]]:
+    """Score token-id continuations: for each ``(prefix_ids, target_ids)`` return
+    ``(Σ_t log p(target_t | prefix, target_<t), len(target_ids))``.
+
+    Items are sorted by total length into batches of ``batch_size``, left-padded, and scored with
+    ONE forward per batch. ``prefix_ids`` must be non-empty (the first target token needs a
+    context); an empty target scores ``(0.0, 0)``. ``progress`` may be a description string.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+    todo = []
+    for i, (pre, tgt) in enumerate(items):
+        if len(pre) == 0:
+            raise ValueError(f"item {i}: the prefix is empty; a continuation needs at least one context token")
+        if len(tgt) > 0:
+            todo.append(i)
+    lengths = [len(items[i][0]) + len(items[i][1]) for i in todo]
+    batches = length_grouped_batches(lengths, batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    desc = progress if isinstance(progress, str) else "score"
+    try:
+        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            idx = [todo[j] for j in batch]
+            examples = [{"input_ids": list(items[i][0]) + list(items[i][1]),
+                         "attention_mask": [1] * (len(items[i][0]) + len(items[i][1]))} for i in idx]
+            padded = pad_batch(examples, pad_token_id, padding_side="left", keys=("input_ids", "attention_mask"))
+            ids = padded["input_ids"].to(device)
+            mask = padded["attention_mask"].to(device)
+            n_max = max(len(items[i][1]) for i in idx)
+            logits = _forward_last(model, ids, mask, n_max + 1)  # (B, n_max + 1, V)
+            logprobs = torch.log_softmax(logits[:, :-1, :], dim=-1)  # predicts the last n_max tokens
+            targets = ids[:, -n_max:]
+            tok_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, n_max)
+            for r, i in enumerate(idx):
+                n = len(items[i][1])
+                results[i] = (float(tok_lp[r, n_max - n:].sum().item()), n)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def sequence_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16,
+                      system: str | None = None, max_length: int | None = 512,
+                      progress: bool | str = False) -> list[tuple[float, int]]:
+    """Return ``(log P(response | prompt), n_response_tokens)`` for each ``(prompt, response)`` pair.
+
+    The pair is formatted exactly as in training (:func:`obliviate.data.formatting.encode_example`:
+    the chat template with the generation prompt, then the response closed by the EOS /
+    end-of-turn token), and the sum runs over the response tokens only (the ``labels`` that are
+    not ``IGNORE_INDEX``, i.e. the response and its closing token), as TOFU does. The mean token
+    NLL of the response is ``-sum / n`` and TOFU's probability is ``exp(sum / n)``.
+
+    All pairs are scored together in length-grouped batches of ``batch_size`` (one forward each).
+    ``system`` is an optional system prompt (the Prompting baseline).
+    """
+    items = []
+    for k, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) for s in pair)):
+            raise TypeError(f"pairs[{k}] must be a (prompt, response) pair of strings, got {pair!r:.80}")
+        enc = encode_example(tokenizer, pair[0], pair[1], system=system, max_length=max_length)
+        n_prompt = sum(1 for lab in enc["labels"] if lab == -100)
+        items.append((enc["input_ids"][:n_prompt], enc["input_ids"][n_prompt:]))
+    return score_token_ids(model, items, batch_size=batch_size, pad_token_id=_pad_id(tokenizer), progress=progress)
+
+
+def score_continuations(model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], *,
+                        batch_size: int = 16, max_length: int | None = 2048,
+                        progress: bool | str = False) -> list[tuple[float, int]]:
+    """Return ``(Σ log p(continuation tokens | prefix), n_tokens)`` for raw-text prefix/continuation pairs.
+
+    Prefix and continuation are tokenized separately (no special tokens added) and concatenated,
+    so the continuation's tokens are exactly ``tokenizer(continuation)``. Used for option scoring
+    (TruthfulQA MC1: prefix = rendered prompt + ``"A:"``, continuation = ``" " + option``).
+    Over-long prefixes are cut from the left to fit ``max_length``.
+    """
+    if len(prefixes) != len(continuations):
+        raise ValueError(f"{len(prefixes)} prefixes but {len(continuations)} continuations")
+    items = []
+    for pre, cont in zip(prefixes, continuations):
+        p = tokenizer(pre, add_special_tokens=False)["input_ids"]
+        c = tokenizer(cont, add_special_tokens=False)["input_ids"]
+        if max_length is not None and len(p) + len(c) > max_length:
+            c = c[: max_length - 1]
+            p = p[-(max_length - len(c)):]
+        items.append((p, c))
+    return score_token_ids(model, items, batch_size=batch_size, pad_token_id=_pad_id(tokenizer), progress=progress)
+
+
+@torch.no_grad()
+def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidate_ids: Sequence[int], *,
+                        batch_size: int = 8, max_length: int | None = 2048,
+                        progress: bool | str = False) -> list[list[float]]:
+    """For each raw-text prompt, ``log p(next token = c | prompt)`` for every candidate token id ``c``.
+
+    One forward per length-grouped batch, keeping only the last position's logits (the log-softmax
+    is over the full vocabulary). Used for MMLU-style multiple choice: the prediction is the
+    candidate letter with the highest log-probability. Over-long prompts are cut from the left.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not candidate_ids:
+        raise ValueError("candidate_ids is empty")
+    encoded = []
+    for p in prompts:
+        ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError("an empty prompt cannot be scored")
+        if max_length is not None:
+            ids = ids[-max_length:]
+        encoded.append(ids)
+    out: list[list[float]] = [[] for _ in prompts]
+    batches = length_grouped_batches([len(e) for e in encoded], batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    cand = torch.tensor(list(candidate_ids), dtype=torch.long, device=device)
+    try:
+        for batch in tqdm(batches, desc=progress if isinstance(progress, str) else "choices",
+                          disable=not progress, leave=False):
+            padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
+                               _pad_id(tokenizer), padding_side="left", keys=("input_ids", "attention_mask"))
+            logits = _forward_last(model, padded["input_ids"].to(device), padded["attention_mask"].to(device), 1)
+            lp = torch.log_softmax(logits[:, -1, :], dim=-1)[:, cand]
+            for r, i in enumerate(batch):
+                out[i] = [float(v) for v in lp[r].tolist()]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def mean_loss(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_length: int | None = 1024,
+              add_special_tokens: bool = True, progress: bool | str = False) -> list[float]:
+    """Per-text mean token negative log-likelihood of raw text (no chat template).
+
+    ``loss(x) = -1/(T-1) Σ_{t=2..T} log p(x_t | x_<t)`` over the text's tokens (the tokenizer's
+    special tokens included, as ``model(ids, labels=ids).loss`` computes it). This is the LOSS
+    membership-inference score RWKU reports for its FM / RM sets (higher = less memorised).
+    Texts longer than ``max_length`` tokens are truncated; a text of fewer than two tokens raises.
+    """
+    items = []
+    for k, t in enumerate(texts):
+        ids = tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"]
+        if max_length is not None:
+            ids = ids[:max_length]
+        if len(ids) < 2:
+            raise ValueError(f"texts[{k}] has {len(ids)} token(s); the loss needs at least 2")
+        items.append((ids[:1], ids[1:]))
+    scored = score_token_ids(model, items, batch_size=batch_size, pad_token_id=_pad_id(tokenizer), progress=progress)
+    return [-s / n for s, n in scored]
+
+
+def generate_answers(model, tokenizer, questions: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
+                     system: str | None = None, progress: bool = False) -> list[str]:
+    """Greedy answers to ``questions`` in the model's chat format.
+
+    Goes through :class:`obliviate.generate.transformers_backend.TransformersGenerator` (prompts
+    sorted by length, left padding, KV cache, temperature 0), so evaluation generates exactly as
+    the rest of obliviate does. ``system`` is an optional system prompt.
+    """
+    from ..generate.transformers_backend import TransformersGenerator
+
+    gen = TransformersGenerator(model, tokenizer, batch_size=batch_size, progress=progress)
+    return gen.generate(list(questions), max_new_tokens=max_new_tokens, temperature=0.0, system=system)
+
+
+@torch.no_grad()
+def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 32, batch_size: int = 16,
+                       stop_strings: Sequence[str] | None = None, max_length: int | None = 2048,
+                       progress: bool | str = False) -> list[str]:
+    """Greedy continuations of already-rendered prompt texts (batched, left padding, KV cache).
+
+    For benchmarks whose prompt does not end at the chat template's generation point (RWKU
+    appends ``"Answer:"`` after it). ``stop_strings`` end a row early (e.g. ``["\\n"]`` for RWKU's
+    one-line answers) and the text is cut at the first stop string. Results keep input order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    encoded = []
+    for p in prompts:
+        ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        if max_length is not None:
+            ids = ids[-max_length:]
+        encoded.append(ids)
+    out: list[str] = [""] * len(prompts)
+    batches = length_grouped_batches([len(e) for e in encoded], batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    pad = _pad_id(tokenizer)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                  pad_token_id=pad)
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    try:
+        for batch in tqdm(batches, desc=progress if isinstance(progress, str) else "generate",
+                          disable=not progress, leave=False):
+            padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
+                               pad, padding_side="left", keys=("input_ids", "attention_mask"))
+            width = padded["input_ids"].shape[1]
+            gen = model.generate(input_ids=padded["input_ids"].to(device),
+                                 attention_mask=padded["attention_mask"].to(device), **kwargs)
+            for r, i in enumerate(batch):
+                text = tokenizer.decode(gen[r, width:], skip_special_tokens=True)
+                for s in stop_strings or ():
+                    if s in text:
+                        text = text[: text.index(s)]
+                out[i] = text.strip()
+    finally:
+        model.train(was_training)
+    return out
+
