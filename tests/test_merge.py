@@ -51,7 +51,11 @@ def pair(tokenizer, tiny_model_dir, tmp_path):
     return base, tuned
 
 
-def test_every_tensor_is_the_weighted_average_and_inputs_are_untouched(pair, tmp_path):
+@pytest.mark.parametrize("chunk", [16 << 20, 1 << 20])
+def test_every_tensor_is_the_weighted_average_and_inputs_are_untouched(pair, tmp_path, monkeypatch, chunk):
+    import obliviate.merge as merge_mod
+
+    monkeypatch.setattr(merge_mod, "CHUNK_BYTES", chunk)  # 1 MiB: the embedding is averaged in row blocks
     base, tuned = pair
     before = (_tree_hash(base), _tree_hash(tuned))
     alpha = random.Random(7).uniform(0.05, 0.95)

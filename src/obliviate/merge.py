@@ -9,8 +9,8 @@ Memory: the merge never holds a model in memory. For every output tensor the mat
 and tuned tensors are read (each through a short-lived ``safetensors.safe_open`` handle, so the
 memory-mapped pages are released again), averaged in float32, cast back to the base dtype and
 appended to the output file, whose safetensors header is computed up front from the base
-shard's header. Peak memory is therefore about one tensor pair (the largest one, usually the
-embedding matrix), not two models. The base model's sharding and its
+shard's header. Tensors above 16 MB (the embedding matrix) are averaged in row blocks. Peak
+memory is therefore about one pair of 16 MB blocks on top of the libraries, not two models. The base model's sharding and its
 ``model.safetensors.index.json`` are kept.
 
 A peft LoRA adapter folder can be given as the tuned model. Then θ' = W + s·B·A on the adapted
@@ -153,12 +153,30 @@ def read_weight_folder(root: str | os.PathLike) -> WeightFolder:
     return WeightFolder(root, tensors, files, shard_keys, shard_meta, index, config)
 
 
-def _read(info: TensorInfo, name: str) -> torch.Tensor:
-    """Read one tensor through a short-lived handle (the mmap is dropped when it closes)."""
+#: tensors larger than this are averaged in row blocks of about this many bytes
+CHUNK_BYTES = 16 << 20
+
+
+def _read(info: TensorInfo, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+    """Read one tensor (or rows ``start:stop`` of it) through a short-lived handle.
+
+    The handle is closed right away so the memory-mapped pages do not accumulate in RSS.
+    """
     from safetensors import safe_open
 
     with safe_open(str(info.file), framework="pt") as h:
-        return h.get_tensor(name)
+        if start is None:
+            return h.get_tensor(name)
+        return h.get_slice(name)[start:stop].clone()
+
+
+def _row_chunks(info: TensorInfo) -> list[tuple[int | None, int | None]]:
+    """Row ranges of about :data:`CHUNK_BYTES` for a large tensor; one whole-tensor range otherwise."""
+    nbytes = _ST_SIZES[info.dtype] * math.prod(info.shape)
+    if len(info.shape) < 1 or nbytes <= CHUNK_BYTES or info.shape[0] < 2:
+        return [(None, None)]
+    rows = max(1, CHUNK_BYTES // max(1, nbytes // info.shape[0]))
+    return [(i, min(i + rows, info.shape[0])) for i in range(0, info.shape[0], rows)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,19 +214,33 @@ class StreamingSafetensorsWriter:
         self._f.write(len(raw).to_bytes(8, "little"))
         self._f.write(raw)
         self._next = 0
+        self._rows_done = self._bytes_done = 0
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Append ``tensor`` (must be the next one in the layout, with its dtype and shape)."""
+        dtype, shape, _ = self.expected.get(name, (None, None, None))
+        if tuple(tensor.shape) != shape:
+            raise RuntimeError(f"tensor {name!r}: got shape {tuple(tensor.shape)}, header says {shape}")
+        self.write_rows(name, tensor, 0)
+
+    def write_rows(self, name: str, rows: torch.Tensor, start: int) -> None:
+        """Append rows ``start:start+len(rows)`` of tensor ``name`` (rows must come in order, no gaps)."""
         if self._next >= len(self.order) or self.order[self._next] != name:
             raise RuntimeError(f"tensor {name!r} written out of order")
         dtype, shape, n = self.expected[name]
-        if tuple(tensor.shape) != shape or _ST_DTYPES[dtype] != tensor.dtype:
-            raise RuntimeError(f"tensor {name!r}: got {tensor.dtype}{tuple(tensor.shape)}, header says {dtype}{shape}")
-        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        if data.nbytes != n:
-            raise RuntimeError(f"tensor {name!r}: {data.nbytes} bytes, expected {n}")
+        if _ST_DTYPES[dtype] != rows.dtype:
+            raise RuntimeError(f"tensor {name!r}: got {rows.dtype}, header says {dtype}")
+        if start != self._rows_done:
+            raise RuntimeError(f"tensor {name!r}: rows from {start} written but {self._rows_done} expected")
+        data = rows.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         self._f.write(memoryview(data))
-        self._next += 1
+        self._bytes_done += data.nbytes
+        self._rows_done += rows.shape[0] if rows.dim() else 1
+        if self._bytes_done > n:
+            raise RuntimeError(f"tensor {name!r}: {self._bytes_done} bytes written, expected {n}")
+        if self._bytes_done == n:
+            self._next += 1
+            self._rows_done = self._bytes_done = 0
 
     def close(self) -> None:
         """Close the file; raises if a tensor of the layout was never written."""
@@ -512,16 +544,20 @@ def _merge_one(base_wf: WeightFolder, tuned_source, alpha: float, tmp: Path, *, 
             writer = StreamingSafetensorsWriter(tmp / shard.name, layout, base_wf.shard_metadata.get(shard))
             try:
                 for k in keys:
-                    w = _read(base_wf.tensors[k], k)
-                    if lora is not None:
-                        merged = _lora_average(w, k, alpha, lora)
+                    info = base_wf.tensors[k]
+                    if info.shape and math.prod(info.shape) == 0:
+                        writer.write(k, _read(info, k))
+                    elif lora is not None:
+                        merged = _lora_average(_read(info, k), k, alpha, lora)
+                        writer.write(k, merged)
+                        del merged
                     else:
                         tname = mapping[k]
-                        t = _read(tuned_source.tensors[tname], tname)
-                        merged = _average(w, t, alpha, k)
-                        del t
-                    writer.write(k, merged)
-                    del w, merged
+                        for start, stop in _row_chunks(info):
+                            w = _read(info, k, start, stop)
+                            t = _read(tuned_source.tensors[tname], tname, start, stop)
+                            writer.write_rows(k, _average(w, t, alpha, k), start or 0)
+                            del w, t
                     bar.update(1)
             finally:
                 writer.close()

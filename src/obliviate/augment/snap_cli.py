@@ -1,0 +1,94 @@
+"""SNAP data: negative instructions + obliterated responses, hard-retaining QA, dedup, split.
+
+``obliviate augment snap --target NAME --out DIR [...]`` (see :mod:`obliviate.augment.snap`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .snap import NEGATIVE_CATEGORIES, RETAIN_CATEGORIES, SnapAugmentConfig
+
+DEFAULT_GENERATOR = "transformers:smollm2-135m-instruct"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``augment snap`` options to ``p``."""
+    p.add_argument("--target", required=True, help="the entity to forget, e.g. 'Peter Parker'")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME",
+                   help="another name of the target (e.g. Spider-Man); retaining questions naming it are dropped")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    g = p.add_argument_group("generator")
+    g.add_argument("--generator", default=None, metavar="SPEC",
+                   help="transformers:<model> | openai:<base_url>#<model> | vllm:<model> "
+                        f"(default {DEFAULT_GENERATOR})")
+    g.add_argument("--model", default=None, metavar="M",
+                   help="shorthand for --generator transformers:M (a hub id, folder, GGUF or the embedded default)")
+    g.add_argument("--cache-dir", type=Path, default=None, help="generation cache (default OUT/cache)")
+    g.add_argument("--no-cache", action="store_true", help="do not cache generations (no resume)")
+    g.add_argument("--question-max-new-tokens", type=int, default=1024)
+    g.add_argument("--answer-max-new-tokens", type=int, default=256)
+    g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for question lists")
+    g.add_argument("--answer-temperature", type=float, default=0.0, help="temperature for responses (0 = greedy)")
+    q = p.add_argument_group("questions")
+    q.add_argument("--categories", nargs="+", default=list(NEGATIVE_CATEGORIES), choices=NEGATIVE_CATEGORIES,
+                   metavar="CAT", help=f"negative-instruction categories (default all: {', '.join(NEGATIVE_CATEGORIES)})")
+    q.add_argument("--calls-per-category", type=int, default=10,
+                   help="generator calls per category in one chat (paper: 10; each asks for 30 questions)")
+    q.add_argument("--more-prompt", default=None, help="the follow-up user turn (default: 'Generate 30 more questions.')")
+    q.add_argument("--threshold", type=float, default=0.75, help="near-duplicate cosine threshold (paper: 0.75)")
+    q.add_argument("--sentence-model", default=None, help="sentence-transformers model (default all-MiniLM-L6-v2)")
+    r = p.add_argument_group("hard-retaining data")
+    r.add_argument("--retain-mode", choices=("related", "marvel"), default="related",
+                   help="related: questions about related entities (--related, or top-k from the generator); "
+                        "marvel: the paper's Table 7 retaining prompts (Marvel series except the target)")
+    r.add_argument("--related", nargs="+", default=[], metavar="NAME", help="related entities to retain")
+    r.add_argument("--k-related", type=int, default=5,
+                   help="ask the generator for the top-k related individuals and k organisations (paper: 10)")
+    r.add_argument("--retain-categories", nargs="+", default=list(RETAIN_CATEGORIES), choices=RETAIN_CATEGORIES,
+                   metavar="CAT")
+    r.add_argument("--retain-calls", type=int, default=1, help="calls per (related entity, category)")
+    r.add_argument("--no-refusal-check", action="store_true",
+                   help="keep obliterated responses that are not refusals (and retaining answers that are)")
+    s = p.add_argument_group("split")
+    s.add_argument("--train-size", type=int, default=100, help="training examples, proportional per category (paper: 100)")
+    s.add_argument("--retain-train-size", type=int, default=None, help="default: --train-size")
+    s.add_argument("--train-per-category", type=int, default=None, help="instead of --train-size: N per category")
+    s.add_argument("--seed", type=int, default=0)
+
+
+def config_from_args(args: argparse.Namespace) -> SnapAugmentConfig:
+    """Translate parsed CLI options into a validated :class:`SnapAugmentConfig`."""
+    cfg = SnapAugmentConfig(
+        target=args.target, aliases=list(args.alias), categories=list(args.categories),
+        calls_per_category=args.calls_per_category, retain_mode=args.retain_mode, related=list(args.related),
+        k_related=args.k_related, retain_categories=list(args.retain_categories), retain_calls=args.retain_calls,
+        train_size=args.train_size, retain_train_size=args.retain_train_size,
+        train_per_category=args.train_per_category, threshold=args.threshold, sentence_model=args.sentence_model,
+        question_max_new_tokens=args.question_max_new_tokens, answer_max_new_tokens=args.answer_max_new_tokens,
+        question_temperature=args.temperature, answer_temperature=args.answer_temperature, seed=args.seed,
+        check_refusals=not args.no_refusal_check)
+    if args.more_prompt:
+        cfg.more_prompt = args.more_prompt
+    cfg.validate()
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the SNAP augmentation and print the per-file counts."""
+    from ..config import ConfigError
+    from ..generate.factory import make_generator
+    from .snap import augment_snap
+
+    cfg = config_from_args(args)
+    if args.generator and args.model:
+        raise ConfigError("give either --generator or --model, not both")
+    spec = args.generator or (f"transformers:{args.model}" if args.model else DEFAULT_GENERATOR)
+    cache_dir = None if args.no_cache else (args.cache_dir or args.out / "cache")
+    gen = make_generator(spec, cache_dir=cache_dir, progress=True)
+    summary = augment_snap(gen, cfg, args.out, progress=True, generator_spec=spec)
+    print(json.dumps({"out": str(args.out), "counts": summary["counts"], "related": summary["related"],
+                      "generation": summary["generation"], "seconds": summary["seconds"]}, indent=2))
+    return 0
