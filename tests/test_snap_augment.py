@@ -264,8 +264,7 @@ def test_augment_with_real_transformers_generator(tiny_model, tokenizer, tmp_pat
                             answer_max_new_tokens=8, train_size=2)
     s = augment_snap(gen, cfg, tmp_path / "out")
     assert s["generation"]["question_calls"] >= 3
-    assert s["generation"]["question_calls"] == s["generation"]["degenerate_question_calls"] + \
-        sum(1 for _ in []) + (s["generation"]["question_calls"] - s["generation"]["degenerate_question_calls"])
+    assert s["generation"].get("degenerate_question_calls", 0) >= 1  # gibberish is counted, not fatal
     for n in ("forget_train.jsonl", "forget_eval.jsonl", "forget_eval_multihop.jsonl", "retain_train.jsonl",
               "retain_eval.jsonl", "manifest.json"):
         assert (tmp_path / "out" / n).is_file()

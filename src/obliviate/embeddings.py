@@ -47,7 +47,8 @@ def embed(texts: list[str], model=None, *, batch_size: int = 64, progress: bool 
 
     model = model if model is not None and not isinstance(model, (str, os.PathLike)) else load_sentence_model(model)
     if not texts:
-        dim = model.get_sentence_embedding_dimension() or 0
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = get_dim() or 0
         return torch.zeros((0, dim), dtype=torch.float32)
     emb = model.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
                        show_progress_bar=progress)

@@ -530,6 +530,7 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=cfg.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         disable_tqdm=not cfg.progress,
     )

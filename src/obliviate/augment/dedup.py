@@ -116,12 +116,24 @@ def dedup_against(texts: Sequence[str], existing: Sequence[str], *, threshold: f
         return list(range(len(texts))), []
     a = _embeddings(texts, model, batch_size, False)
     b = _embeddings(existing, model, batch_size, False)
+    return against_embeddings(a, b, threshold, block_size=block_size)
+
+
+def against_embeddings(a: torch.Tensor, b: torch.Tensor, threshold: float = DEFAULT_THRESHOLD, *,
+                       block_size: int = 2048) -> tuple[list[int], list[Duplicate]]:
+    """:func:`dedup_against` on normalised embeddings: keep rows of ``a`` whose max cosine to ``b`` is below
+    ``threshold``; dropped entries name the closest row of ``b``."""
+    _check(threshold)
+    if a.shape[0] == 0:
+        return [], []
+    if b.shape[0] == 0:
+        return list(range(a.shape[0])), []
     kept, dropped = [], []
     for start in range(0, a.shape[0], block_size):
         s, arg = (a[start:start + block_size] @ b.T).max(dim=1)
-        for j in range(s.shape[0]):
-            if s[j] >= threshold:
-                dropped.append(Duplicate(start + j, int(arg[j]), round(float(s[j]), 6)))
+        for j, (sj, aj) in enumerate(zip(s.tolist(), arg.tolist())):
+            if sj >= threshold:
+                dropped.append(Duplicate(start + j, int(aj), round(float(sj), 6)))
             else:
                 kept.append(start + j)
     return kept, dropped

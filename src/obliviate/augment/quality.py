@@ -10,8 +10,9 @@ reports) or ``None`` when the text is usable:
 * ``copy_of_prompt``: the text reproduces the prompt that was sent (e.g. the template echoed);
 * ``copy_of_instruction``: the text is (nearly) the instruction it should rewrite or answer;
 * ``duplicate``: the text equals another generation for the same source (e.g. two identical rewrites);
-* ``states_answer``: ROUGE-L recall of the original answer's *content words* in the text is at
-  least ``answer_threshold`` (default 0.5): the response still says what should be forgotten;
+* ``states_answer``: ROUGE-L recall of the original answer's *content words* (those not already
+  in the question) in the text is at least ``answer_threshold`` (default 0.5): the response
+  still says what should be forgotten;
 * ``leaks_entity``: the text contains a key entity of the answer (a name, number or date that
   the answer states and the question does not mention).
 """
@@ -58,15 +59,17 @@ def _norm(text: str) -> str:
     return " ".join(words(text))
 
 
-def content_recall(text: str, reference: str) -> float:
+def content_recall(text: str, reference: str, exclude: Iterable[str] = ()) -> float:
     """ROUGE-L recall of ``reference``'s content words in ``text``'s content words.
 
     ``LCS(content(text), content(reference)) / |content(reference)|`` computed with
     ``rouge_score`` (Porter stemming), the metric TOFU uses, restricted to content words so that
     "the", "is", "author" ... shared by any two sentences do not count as stating the answer.
-    0 when the reference has no content word.
+    Words of the ``exclude`` texts (the question: naming the subject is not stating the answer)
+    are removed from the reference first. 0 when the reference has no content word left.
     """
-    ref = content_words(reference)
+    skip = {w for e in exclude for w in content_words(e)}
+    ref = [w for w in content_words(reference) if w not in skip]
     if not ref:
         return 0.0
     from ..evals.metrics import rouge_l_recall
@@ -93,7 +96,7 @@ def key_entities(answer: str, exclude: Iterable[str] = ()) -> list[str]:
     """
     seen_words = set()
     for e in exclude:
-        seen_words.update(w for w in words(e))
+        seen_words.update(re.sub(r"['’]s$", "", w) for w in words(e))
     out: list[str] = []
     for m in _ENTITY.finditer(answer or ""):
         span = m.group(0).strip()
@@ -117,15 +120,18 @@ def key_entities(answer: str, exclude: Iterable[str] = ()) -> list[str]:
 
 
 def leaked_entity(text: str, answer: str, exclude: Iterable[str] = ()) -> str | None:
-    """The first key entity of ``answer`` (see :func:`key_entities`) that ``text`` contains, or None.
+    """The first key entity of ``answer`` (see :func:`key_entities`) that ``text`` reveals, or None.
 
-    Matching is on whole words, case-insensitive; a multi-word entity counts when all its
-    non-stopword words appear in ``text`` as one contiguous phrase.
+    An entity is revealed when one of its *new* words (not in an ``exclude`` text, not a stopword,
+    at least 3 letters or a number) occurs in ``text`` as a whole word, case-insensitive: "his
+    father, Lorenzo" reveals "Lorenzo Vasquez" even when the question already names "Vasquez".
     """
-    norm_text = " " + _norm(text) + " "
+    seen = {re.sub(r"['’]s$", "", w) for e in exclude for w in words(e)}
+    text_words = {re.sub(r"['’]s$", "", w) for w in words(text)}
     for ent in key_entities(answer, exclude):
-        phrase = " " + " ".join(re.sub(r"['’]s$", "", w) for w in words(ent)) + " "
-        if phrase.strip() and phrase in norm_text:
+        new = [re.sub(r"['’]s$", "", w) for w in words(ent)]
+        new = [w for w in new if w not in seen and w not in STOPWORDS and (len(w) >= 3 or w.isdigit())]
+        if any(w in text_words for w in new):
             return ent
     return None
 
@@ -181,10 +187,10 @@ def degenerate_reason(text: str, prompt: str | None = None, *, instruction: str 
     if any(_norm(t) == _norm(o) for o in others if o):
         return "duplicate"
     if answer:
-        if content_recall(t, answer) >= answer_threshold:
+        exclude = [x for x in (instruction, *context) if x]
+        if content_recall(t, answer, exclude) >= answer_threshold:
             return "states_answer"
         if check_entities:
-            exclude = [x for x in (instruction, *context) if x]
             if leaked_entity(t, answer, exclude) is not None:
                 return "leaks_entity"
     return None

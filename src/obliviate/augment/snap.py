@@ -35,7 +35,7 @@ from typing import Any, Literal, Sequence
 from ..config import ConfigError
 from ..generate.base import Generator
 from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text
-from .dedup import dedup_against, dedup_filter
+from .dedup import against_embeddings, greedy_dedup_embeddings
 from .listparse import parse_list
 
 log = logging.getLogger(__name__)
@@ -341,16 +341,18 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
     generated = {"forget": Counter(q["category"] for q in forget_q), "retain": Counter(q["category"] for q in retain_q)}
 
     # 2. near-duplicate filter -----------------------------------------------------------------
-    fk, fdrop = dedup_filter([q["question"] for q in forget_q], threshold=cfg.threshold, model=sentence_model)
+    from ..embeddings import embed
+
+    all_emb = embed([q["question"] for q in forget_q + retain_q], sentence_model)  # one encoder pass
+    f_emb, r_emb = all_emb[:len(forget_q)], all_emb[len(forget_q):]
+    fk, fdrop = greedy_dedup_embeddings(f_emb, cfg.threshold)
     forget_kept = [forget_q[i] for i in fk]
-    mention_drop = [i for i, q in enumerate(retain_q) if _mentions(q["question"], names)]
-    mentioned = set(mention_drop)
+    mentioned = {i for i, q in enumerate(retain_q) if _mentions(q["question"], names)}
+    mention_drop = sorted(mentioned)
     retain_pool = [i for i in range(len(retain_q)) if i not in mentioned]
-    ak, adrop = dedup_against([retain_q[i]["question"] for i in retain_pool], [q["question"] for q in forget_kept],
-                              threshold=cfg.threshold, model=sentence_model)
+    ak, adrop = against_embeddings(r_emb[retain_pool], f_emb[fk], cfg.threshold)
     retain_pool2 = [retain_pool[i] for i in ak]
-    rk, rdrop = dedup_filter([retain_q[i]["question"] for i in retain_pool2], threshold=cfg.threshold,
-                             model=sentence_model)
+    rk, rdrop = greedy_dedup_embeddings(r_emb[retain_pool2], cfg.threshold)
     retain_kept = [retain_q[retain_pool2[i]] for i in rk]
     dedup_report = {
         "threshold": cfg.threshold,

@@ -78,47 +78,145 @@ def _forward_last(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     return logits[:, -keep:, :].float()
 
 
-@torch.no_grad()
-def score_token_ids(model, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 16,
-                    pad_token_id: int = 0, progress: bool | str = False) -> list[tuple[float, int]]:
-    """Score token-id continuations: for each ``(prefix_ids, target_ids)`` return
-    ``(Σ_t log p(target_t | prefix, target_<t), len(target_ids))``.
-
-    Items are sorted by total length into batches of ``batch_size``, left-padded, and scored with
-    ONE forward per batch. ``prefix_ids`` must be non-empty (the first target token needs a
-    context); an empty target scores ``(0.0, 0)``. ``progress`` may be a description string.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    results: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+def _check_items(items) -> list[int]:
     todo = []
     for i, (pre, tgt) in enumerate(items):
         if len(pre) == 0:
             raise ValueError(f"item {i}: the prefix is empty; a continuation needs at least one context token")
         if len(tgt) > 0:
             todo.append(i)
+    return todo
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits)[..., target]`` without materialising the full log-softmax."""
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _score_flat(model, items, todo, batch_size, pad_token_id, progress, results) -> None:
+    """One left-padded forward per length-grouped batch over full ``prefix + target`` sequences."""
+    device = model_device(model)
     lengths = [len(items[i][0]) + len(items[i][1]) for i in todo]
     batches = length_grouped_batches(lengths, batch_size, shuffle=False)
+    desc = progress if isinstance(progress, str) else "score"
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        idx = [todo[j] for j in batch]
+        examples = [{"input_ids": list(items[i][0]) + list(items[i][1]),
+                     "attention_mask": [1] * (len(items[i][0]) + len(items[i][1]))} for i in idx]
+        padded = pad_batch(examples, pad_token_id, padding_side="left", keys=("input_ids", "attention_mask"))
+        ids = padded["input_ids"].to(device)
+        mask = padded["attention_mask"].to(device)
+        n_max = max(len(items[i][1]) for i in idx)
+        logits = _forward_last(model, ids, mask, n_max + 1)  # (B, n_max + 1, V)
+        tok_lp = _token_logprobs(logits[:, :-1, :], ids[:, -n_max:])  # (B, n_max)
+        for r, i in enumerate(idx):
+            n = len(items[i][1])
+            results[i] = (float(tok_lp[r, n_max - n:].sum().item()), n)
+
+
+def _score_shared(model, items, todo, batch_size, pad_token_id, progress, results) -> None:
+    """Score continuations that share a prefix with ONE prefix pass per distinct prefix.
+
+    Items with identical prefixes are grouped (TOFU: the answer, paraphrase and perturbed answers
+    of one question). Per batch: the distinct prefixes run once (left-padded, KV cache kept, only
+    the last position's logits), the cache rows are repeated for each continuation
+    (``batch_select_indices``), and all continuations run in one forward on top of it (right-padded,
+    positions continuing each prefix). Same numbers as :func:`_score_flat`, about half the FLOPs
+    when prefixes are as long as the answers.
+    """
+    device = model_device(model)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in todo:
+        groups.setdefault(tuple(items[i][0]), []).append(i)
+    # split big groups, then pack groups (sorted by prefix length) into batches of <= batch_size continuations
+    chunks = [(pre, members[k:k + batch_size]) for pre, members in groups.items()
+              for k in range(0, len(members), batch_size)]
+    chunks.sort(key=lambda c: (-len(c[0]), -max(len(items[i][1]) for i in c[1])))
+    batches: list[list[tuple[tuple[int, ...], list[int]]]] = []
+    cur: list = []
+    for c in chunks:
+        if cur and sum(len(m) for _, m in cur) + len(c[1]) > batch_size:
+            batches.append(cur)
+            cur = []
+        cur.append(c)
+    if cur:
+        batches.append(cur)
+    desc = progress if isinstance(progress, str) else "score"
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        prefixes = [list(pre) for pre, _ in batch]
+        pp = pad_batch([{"input_ids": p, "attention_mask": [1] * len(p)} for p in prefixes], pad_token_id,
+                       padding_side="left", keys=("input_ids", "attention_mask"))
+        p_ids, p_mask = pp["input_ids"].to(device), pp["attention_mask"].to(device)
+        p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
+        last = out.logits[:, -1, :].float()  # (G, V): predicts each continuation's first token
+        cache = out.past_key_values
+        rows = [g for g, (_, members) in enumerate(batch) for _ in members]
+        idx = [i for _, members in batch for i in members]
+        rows_t = torch.tensor(rows, device=device)
+        cache.batch_select_indices(rows_t)
+        conts = [list(items[i][1]) for i in idx]
+        cp = pad_batch([{"input_ids": c, "attention_mask": [1] * len(c)} for c in conts], pad_token_id,
+                       padding_side="right", keys=("input_ids", "attention_mask"))
+        c_ids, c_mask = cp["input_ids"].to(device), cp["attention_mask"].to(device)
+        plen = p_mask.sum(-1)[rows_t]  # true prefix lengths
+        c_pos = plen[:, None] + torch.arange(c_ids.shape[1], device=device)[None, :]
+        full_mask = torch.cat([p_mask[rows_t], c_mask], dim=1)
+        out2 = model(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache,
+                     use_cache=True)
+        logits = torch.cat([last[rows_t][:, None, :], out2.logits[:, :-1, :].float()], dim=1)  # (C, Lc, V)
+        tok_lp = _token_logprobs(logits, c_ids) * c_mask
+        sums = tok_lp.sum(-1).tolist()
+        for r, i in enumerate(idx):
+            results[i] = (float(sums[r]), len(items[i][1]))
+        del out, out2, cache
+
+
+def _supports_shared_prefix(model) -> bool:
+    """True for decoder models whose forward takes ``past_key_values`` and ``logits_to_keep``
+    and whose cache is a plain (non-sliding) transformers ``DynamicCache``."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "is_encoder_decoder", False):
+        return False
+    if getattr(cfg, "sliding_window", None) or getattr(cfg, "use_sliding_window", False):
+        return False
+    if getattr(cfg, "model_type", "") not in _SHARED_PREFIX_TYPES:
+        return False
+    return _accepts_logits_to_keep(model)
+
+
+#: architectures checked to give identical numbers with the shared-prefix path (see tests)
+_SHARED_PREFIX_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "olmo", "olmo2", "granite", "smollm3"}
+
+
+@torch.no_grad()
+def score_token_ids(model, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 16,
+                    pad_token_id: int = 0, progress: bool | str = False,
+                    share_prefix: bool | None = None) -> list[tuple[float, int]]:
+    """Score token-id continuations: for each ``(prefix_ids, target_ids)`` return
+    ``(Σ_t log p(target_t | prefix, target_<t), len(target_ids))``.
+
+    Items are grouped into batches of ``batch_size`` continuations and scored with one forward
+    per batch. ``share_prefix`` (default: on when several items share a prefix and the
+    architecture supports it) runs each distinct prefix once and reuses its KV cache for all its
+    continuations; otherwise every ``prefix + target`` is one left-padded row of a length-grouped
+    batch. Both give the same numbers. ``prefix_ids`` must be non-empty (the first target token
+    needs a context); an empty target scores ``(0.0, 0)``. ``progress`` may be a description.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+    todo = _check_items(items)
+    if not todo:
+        return results
+    if share_prefix is None:
+        n_distinct = len({tuple(items[i][0]) for i in todo})
+        share_prefix = n_distinct <= 0.75 * len(todo) and _supports_shared_prefix(model)
     was_training = model.training
     model.eval()
-    device = model_device(model)
-    desc = progress if isinstance(progress, str) else "score"
     try:
-        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            idx = [todo[j] for j in batch]
-            examples = [{"input_ids": list(items[i][0]) + list(items[i][1]),
-                         "attention_mask": [1] * (len(items[i][0]) + len(items[i][1]))} for i in idx]
-            padded = pad_batch(examples, pad_token_id, padding_side="left", keys=("input_ids", "attention_mask"))
-            ids = padded["input_ids"].to(device)
-            mask = padded["attention_mask"].to(device)
-            n_max = max(len(items[i][1]) for i in idx)
-            logits = _forward_last(model, ids, mask, n_max + 1)  # (B, n_max + 1, V)
-            logprobs = torch.log_softmax(logits[:, :-1, :], dim=-1)  # predicts the last n_max tokens
-            targets = ids[:, -n_max:]
-            tok_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, n_max)
-            for r, i in enumerate(idx):
-                n = len(items[i][1])
-                results[i] = (float(tok_lp[r, n_max - n:].sum().item()), n)
+        scorer = _score_shared if share_prefix else _score_flat
+        scorer(model, items, todo, batch_size, pad_token_id, progress, results)
     finally:
         model.train(was_training)
     return results

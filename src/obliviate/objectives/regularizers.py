@@ -178,6 +178,11 @@ class SlicedWasserstein(Regularizer):
         self.mode, self.reduction, self.root = mode, reduction, bool(root)
         self.include_1d, self.seed, self.lora = bool(include_1d), int(seed), lora
         self.name_filter = re.compile(name_filter) if name_filter else None
+        if isinstance(compute_dtype, str):
+            dt = getattr(torch, compute_dtype.replace("fp32", "float32").replace("bf16", "bfloat16"), None)
+            if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+                raise ValueError(f"swd: compute_dtype {compute_dtype!r} is not one of ['float32', 'float64', 'bfloat16']")
+            compute_dtype = dt
         self.compute_dtype = compute_dtype
         self._slots: list[_Slot] = []
         self._init: dict[str, torch.Tensor] = {}        # fresh mode: frozen copies (full fine-tune)
@@ -461,8 +466,6 @@ def make_regularizer(name: str, weight: float = 0.1, **kwargs: Any) -> Regulariz
         cls = REGULARIZERS[name]
     except KeyError:
         raise ValueError(f"unknown regularizer {name!r}; allowed: {sorted(REGULARIZERS)}") from None
-    if "compute_dtype" in kwargs and isinstance(kwargs["compute_dtype"], str):
-        kwargs["compute_dtype"] = getattr(torch, kwargs["compute_dtype"])
     try:
         return cls(weight, **kwargs)
     except TypeError as e:

@@ -1,0 +1,131 @@
+"""What caching the frozen reference's statistics saves per training step (NPO; KL on retain).
+
+NPO needs log π_ref(y|x) of every forget sample. Cached (the default), the reference runs once
+over the forget set before training and a step is one forward + backward of the trained model;
+uncached, every step adds a reference forward. KL needs the reference's next-token distribution on
+every retain token: exact (a live reference forward each step, the default) or the top-k cache
+(k = 64 log-probs per token + the remaining mass, computed once).
+
+Model: SmolLM2-135M-Instruct (fp32, CPU here) on TOFU forget01 / retain90 (first 40), batch 4,
+AdamW; the same batches for every variant; a plain loop over the obliviate loss terms (no Trainer
+overhead) so that the difference is the reference work alone.
+
+    python benchmarks/reference_cache.py [--quick]
+
+Prints a Markdown table and writes ``benchmarks/results/reference_cache.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, TOFU_DIR, is_quick, script_entry, set_threads  # noqa: E402
+
+
+def _batches(tokenizer, records, n_batches, batch_size=4):
+    from obliviate.data.formatting import encode_example
+    from obliviate.train import stream_loader
+
+    enc = []
+    for i, r in enumerate(records):
+        e = encode_example(tokenizer, r.question, r.answer, max_length=256)
+        e["sample_id"] = i
+        enc.append(e)
+    loader = stream_loader(enc, tokenizer.pad_token_id, batch_size)
+    all_batches = list(loader)
+    return loader, [all_batches[i % len(all_batches)] for i in range(n_batches)]
+
+
+def _time_steps(model, terms, stream_batches, ctx, steps):
+    """Seconds per optimizer step (forward + loss + backward + AdamW), after one untimed warm-up step."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    model.train()
+    times = []
+    for i, batches in enumerate(stream_batches[: steps + 1]):
+        t0 = time.perf_counter()
+        loss = sum(t.weight * t(model, batches, ctx) for t in terms)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ctx.cache.pop("_step", None)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return sum(times) / len(times)
+
+
+def main(quick: bool = False) -> list[dict]:
+    from obliviate.data.readers import read_records
+    from obliviate.models import load_model
+    from obliviate.objectives.base import StepContext
+    from obliviate.objectives.forget import GradientAscent
+    from obliviate.objectives.preference import NPO
+    from obliviate.objectives.reference import cache_nbytes
+    from obliviate.objectives.retain import KLRetain
+
+    quick = is_quick(quick)
+    threads = set_threads()
+    steps = 3 if quick else 5
+    torch.manual_seed(0)
+    model, tok = load_model("smollm2-135m-instruct", dtype="fp32", device="cpu")
+    forget = read_records(TOFU_DIR / "forget01.jsonl")
+    retain = read_records(TOFU_DIR / "retain90.jsonl")[:40]
+    f_loader, f_batches = _batches(tok, forget, steps + 1)
+    r_loader, r_batches = _batches(tok, retain, steps + 1)
+    init_state = copy.deepcopy(model.state_dict())
+    rows = []
+
+    def fresh():
+        model.load_state_dict(init_state)
+        return model
+
+    # NPO, cached: one reference pass before training, then policy-only steps
+    ctx = StepContext(reference=fresh())
+    t0 = time.perf_counter()
+    npo = NPO()
+    npo.prepare(model, {"forget": f_loader}, ctx)
+    prep = time.perf_counter() - t0
+    ctx.reference = None
+    cached = _time_steps(fresh(), [npo], [{"forget": b} for b in f_batches], ctx, steps)
+    # NPO, uncached: a frozen reference copy runs every step
+    ref = copy.deepcopy(fresh()).requires_grad_(False).eval()
+    live = _time_steps(fresh(), [NPO(cache=False)], [{"forget": b} for b in f_batches],
+                       StepContext(reference=ref), steps)
+    rows.append({"figure": "NPO step, cached π_ref", "value": cached, "unit": "s/step", "ratio": 1.0,
+                 "ratio_vs": "cached", "one_off_s": prep, "cache_KiB": cache_nbytes(ctx) / 1024})
+    rows.append({"figure": "NPO step, reference forward each step", "value": live, "unit": "s/step",
+                 "ratio": live / cached, "ratio_vs": "cached", "one_off_s": 0.0, "cache_KiB": 0.0})
+    if not quick:
+        both = [{"forget": f, "retain": r} for f, r in zip(f_batches, r_batches)]
+        kctx = StepContext(reference=fresh())
+        t0 = time.perf_counter()
+        kl_top = KLRetain(topk=64)
+        kl_top.prepare(model, {"retain": r_loader}, kctx)
+        kprep = time.perf_counter() - t0
+        kctx.reference = None
+        topk = _time_steps(fresh(), [GradientAscent(), kl_top], both, kctx, steps)
+        exact = _time_steps(fresh(), [GradientAscent(), KLRetain()], both, StepContext(reference=ref), steps)
+        rows.append({"figure": "GA+KL step, top-64 cached KL", "value": topk, "unit": "s/step", "ratio": 1.0,
+                     "ratio_vs": "top-64 cache", "one_off_s": kprep, "cache_KiB": cache_nbytes(kctx) / 1024})
+        rows.append({"figure": "GA+KL step, exact KL (live reference)", "value": exact, "unit": "s/step",
+                     "ratio": exact / topk, "ratio_vs": "top-64 cache", "one_off_s": 0.0, "cache_KiB": 0.0})
+    for r in rows:
+        r["threads"] = threads
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS_DIR / ".reference_cache.json.tmp"
+    tmp.write_text(json.dumps({"rows": rows, "steps": steps, "batch_size": 4, "model": "smollm2-135m-instruct"},
+                              indent=1))
+    os.replace(tmp, RESULTS_DIR / "reference_cache.json")
+    return rows
+
+
+if __name__ == "__main__":
+    script_entry(main)
