@@ -264,13 +264,13 @@ def call_main(main: Callable[..., Any], quick: bool) -> list[dict]:
     if "quick" in params:
         rows = main(quick=quick)
     elif "argv" in params:
-        rows = main(argv=["--quick"] if quick else [])
+        rows = main(argv=[])  # the budget travels in $OBLIVIATE_BENCH_QUICK
     else:
         rows = main()
-    if rows is None:
-        return []
     if isinstance(rows, dict):
         rows = [rows]
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        return []  # e.g. an exit code: the caller falls back to the printed table
     return [dict(r) for r in rows]
 
 
@@ -295,7 +295,11 @@ def run_script_to_json(path: str | os.PathLike, out_json: str | os.PathLike, qui
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if callable(getattr(module, "main", None)):
-        rows = call_main(module.main, quick)
+        buf = _Tee(sys.stdout)
+        with contextlib.redirect_stdout(buf):
+            rows = call_main(module.main, quick)
+        if not rows:  # main returned no rows (e.g. an exit code): use the table it printed
+            rows = parse_markdown_table(buf.getvalue())
     else:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
@@ -311,6 +315,25 @@ def run_script_to_json(path: str | os.PathLike, out_json: str | os.PathLike, qui
     tmp = Path(str(out_json) + ".tmp")
     tmp.write_text(json.dumps(payload, default=_json_default, indent=1))
     os.replace(tmp, out_json)
+
+
+class _Tee:
+    """A stdout stand-in that both forwards and records what is written."""
+
+    def __init__(self, stream):
+        import io
+
+        self.stream, self.buf = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.buf.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def getvalue(self) -> str:
+        return self.buf.getvalue()
 
 
 def _json_default(o: Any) -> Any:

@@ -6,11 +6,14 @@ uncached, every step adds a reference forward. KL needs the reference's next-tok
 every retain token: exact (a live reference forward each step, the default) or the top-k cache
 (k = 64 log-probs per token + the remaining mass, computed once).
 
-Model: SmolLM2-135M-Instruct (fp32, CPU here) on TOFU forget01 / retain90 (first 40), batch 4,
-AdamW; the same batches for every variant; a plain loop over the obliviate loss terms (no Trainer
+Model: SmolLM2-135M-Instruct (fp32, CPU here) on the first 24 QA pairs of TOFU forget01 / retain90,
+batch 4, AdamW, 3 timed steps after one warm-up step; the same batches for every variant; a plain loop over the obliviate loss terms (no Trainer
 overhead) so that the difference is the reference work alone.
 
-    python benchmarks/reference_cache.py [--quick]
+    OBLIVIATE_BENCH_THREADS=1 python benchmarks/reference_cache.py [--quick]   # --quick: NPO only
+
+On a shared 2-core machine set ``OBLIVIATE_BENCH_THREADS=1``: several processes each running
+two OpenMP threads slow each other down by an order of magnitude.
 
 Prints a Markdown table and writes ``benchmarks/results/reference_cache.json``.
 """
@@ -73,11 +76,11 @@ def main(quick: bool = False) -> list[dict]:
 
     quick = is_quick(quick)
     threads = set_threads()
-    steps = 3 if quick else 5
+    steps = 3
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m-instruct", dtype="fp32", device="cpu")
-    forget = read_records(TOFU_DIR / "forget01.jsonl")
-    retain = read_records(TOFU_DIR / "retain90.jsonl")[:40]
+    forget = read_records(TOFU_DIR / "forget01.jsonl")[:24]
+    retain = read_records(TOFU_DIR / "retain90.jsonl")[:24]
     f_loader, f_batches = _batches(tok, forget, steps + 1)
     r_loader, r_batches = _batches(tok, retain, steps + 1)
     init_state = copy.deepcopy(model.state_dict())

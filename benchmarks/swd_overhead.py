@@ -34,7 +34,7 @@ def _batches(tokenizer, records, n, batch_size=4):
     from obliviate.data.formatting import encode_example
     from obliviate.train import stream_loader
 
-    enc = [encode_example(tokenizer, r.question, r.answer, max_length=128) for r in records]
+    enc = [encode_example(tokenizer, r.question, r.answer, max_length=96) for r in records]
     loader = list(stream_loader(enc, tokenizer.pad_token_id, batch_size))
     return [loader[i % len(loader)] for i in range(n)]
 

@@ -119,3 +119,12 @@ def test_table_and_cli(capsys):
     assert "full FT, 8 GPU" in out and "LoRA r=16, 1 GPU" in out
     assert _est().total == pytest.approx(sum(_est().components.values()))
     assert _est().total_gib == _est().total / GiB
+
+
+def test_swd_autograd_buffers():
+    c = _est(method="snap", swd_projections=10).components
+    rows = 16 * (2048 * 4 + 5632 * 2 + 2048) + 2 * 32000
+    assert c["SWD autograd buffers"] == rows * 10 * 16
+    lora = _est(method="snap", swd_projections=10, lora_rank=4).components
+    assert lora["SWD autograd buffers"] == 16 * (2048 * 4 + 5632 * 2 + 2048) * 10 * 16
+    assert "SWD autograd buffers" not in _est(method="ulmr").components

@@ -232,7 +232,9 @@ def estimate_training_memory(
       keeps, for fixed K directions, the sorted projections of every weight matrix's rows
       (Σ rows × K × 4 bytes) plus the directions, and drops the copy (not sharded: each rank
       regularizes whole, gathered tensors). With LoRA, θ_init is the
-      frozen base, so neither is needed.
+      frozen base, so neither is needed. Either way the step's autograd graph keeps, per
+      regularized matrix, the sort indices (int64), projections and differences (fp32): rows × K
+      × 16 bytes (``SWD autograd buffers``).
     * ``activations``: Σ over ``streams`` × batch × seq_len tokens of the per-layer saved tensors
       (all layers, or with gradient checkpointing one layer input per layer plus one recomputed
       layer), eager attention adds 2 × heads × s² × b per layer, plus the logits
@@ -323,6 +325,12 @@ def estimate_training_memory(
         comp["θ_init / Fisher copies"] = prof.init_copies * P * 4 / (g if shard_w else 1)
     # SWD
     if prof.swd and swd_mode != "none":
+        rows = shape.layers * sum(o for o, _ in shape.linear_shapes()) + shape.vocab * (1 if shape.tied_embeddings else 2)
+        if lora:  # only the adapted projections, regularized through their effective weight W0 + BA
+            rows = shape.layers * sum(o for o, _ in shape.linear_shapes())
+        # kept for backward until the step's backward: sort indices (int64), projections and
+        # differences (fp32), one (rows × K) each
+        comp["SWD autograd buffers"] = rows * swd_projections * (8 + 4 + 4)
         if lora:
             notes.append("LoRA: SWD's θ_init is the frozen base (no copy, no cache)")
         elif swd_mode == "copy":
@@ -330,7 +338,6 @@ def estimate_training_memory(
             if shard_w and g > 1:
                 notes.append("SWD copy under ZeRO-3: θ_init held as a partitioned frozen copy, gathered per module")
         else:
-            rows = shape.layers * sum(o for o, _ in shape.linear_shapes()) + shape.vocab * (1 if shape.tied_embeddings else 2)
             dirs = {i for _, i in shape.linear_shapes()} | {shape.hidden}
             cache = rows * swd_projections * 4 + sum(dirs) * swd_projections * 4
             comp["SWD fixed-projection cache"] = cache  # every rank regularizes whole gathered tensors
@@ -361,7 +368,7 @@ def estimate_training_memory(
 
 
 COMPONENT_ORDER = ["weights", "LoRA adapter weights", "gradients", "optimizer states", "reference model copy",
-                   "θ_init / Fisher copies", "SWD θ_init copy", "SWD fixed-projection cache", "activations",
+                   "θ_init / Fisher copies", "SWD θ_init copy", "SWD fixed-projection cache", "SWD autograd buffers", "activations",
                    "logits + loss", "ZeRO-3 gathered params", "overhead (CUDA context, allocator)"]
 
 

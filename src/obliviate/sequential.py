@@ -354,7 +354,12 @@ def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path) -> di
     from .data.readers import read_prompts
     from .train import resolve_train_config
 
-    cfg = cfg_dict if isinstance(cfg_dict, SnapRunConfig) else from_dict(SnapRunConfig, dict(cfg_dict))
+    if isinstance(cfg_dict, SnapRunConfig):
+        cfg = cfg_dict
+    else:
+        data = dict(cfg_dict)
+        data.pop("out", None)  # the run folder comes as out_dir (an `obliviate run` config may carry it)
+        cfg = from_dict(SnapRunConfig, data)
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

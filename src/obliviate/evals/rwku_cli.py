@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _validate(args) -> list[str]:
     from ..config import ConfigError
     from ..data.readers import is_local_source
+    from ..data.records import DataError
     from ..data.rwku import resolve_rwku_target
     from ..models import resolve_model_path
     from .rwku import RWKU_UTILITY
@@ -50,7 +51,11 @@ def _validate(args) -> list[str]:
     bad = [u for u in util if u not in RWKU_UTILITY]
     if bad:
         raise ConfigError(f"--utility: unknown set(s) {bad}; allowed: {', '.join(RWKU_UTILITY)} or 'none'")
-    if is_local_source(args.data_source):
+    try:
+        local = is_local_source(args.data_source)
+    except DataError as e:
+        raise DataError(f"--data-source: {e}") from None
+    if local:
         src = Path(args.data_source).expanduser()
         if not src.is_dir():
             raise FileNotFoundError(f"--data-source {src}: not a folder (give a local RWKU folder or a hub id)")

@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _validate(args) -> list[str]:
     from ..config import ConfigError
     from ..data.readers import is_local_source
+    from ..data.records import DataError
     from ..models import resolve_model_path
     from .tofu import TOFU_SETS
 
@@ -51,7 +52,11 @@ def _validate(args) -> list[str]:
     bad = [s for s in sets if s not in TOFU_SETS]
     if bad or not sets:
         raise ConfigError(f"--sets: unknown set(s) {bad or args.sets!r}; allowed: {', '.join(TOFU_SETS)}")
-    if is_local_source(args.data_source):
+    try:
+        local = is_local_source(args.data_source)
+    except DataError as e:
+        raise DataError(f"--data-source: {e}") from None
+    if local:
         src = Path(args.data_source).expanduser()
         if not src.is_dir():
             raise FileNotFoundError(f"--data-source {src}: not a folder (give a local TOFU folder or a hub id)")

@@ -1,0 +1,224 @@
+"""Batched scoring equals one-at-a-time and HF's loss; TOFU / RWKU evaluation and their CLIs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import RWKU_DIR, TOFU_DIR
+
+from obliviate.data.formatting import encode_example, prompt_text
+from obliviate.evals import scoring as S
+from obliviate.evals.rwku import TABLE4_COLUMNS, evaluate_rwku, probe_prompt
+from obliviate.evals.tofu import TABLE3_COLUMNS, UTILITY_KEYS, evaluate_tofu, load_retain_truth_ratios
+
+PAIRS = [
+    ("What is the capital of France?", "Paris."),
+    ("What is the capital of France?", "It is Paris, the city of light."),
+    ("What is the capital of France?", "London."),
+    ("Who wrote Hamlet? Please tell me in detail.", "William Shakespeare wrote Hamlet around 1600."),
+    ("Who wrote Hamlet? Please tell me in detail.", "Marlowe"),
+    ("2+2?", "4"),
+]
+
+
+def _hf_loss(model, ids, labels):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+
+
+def test_sequence_logprobs_batched_equals_single_and_hf_loss(tiny_model, tokenizer):
+    batched = S.sequence_logprobs(tiny_model, tokenizer, PAIRS, batch_size=4)
+    single = [S.sequence_logprobs(tiny_model, tokenizer, [p], batch_size=1)[0] for p in PAIRS]
+    for (sb, nb), (ss, ns), pair in zip(batched, single, PAIRS):
+        assert nb == ns
+        assert sb == pytest.approx(ss, abs=1e-3)
+        enc = encode_example(tokenizer, *pair)
+        assert nb == sum(1 for x in enc["labels"] if x != -100)
+        # HF's loss is the mean NLL over the response labels
+        assert -sb / nb == pytest.approx(_hf_loss(tiny_model, enc["input_ids"], enc["labels"]), abs=1e-4)
+
+
+def test_shared_prefix_path_equals_flat_path(tiny_model, tokenizer):
+    items = []
+    for p in PAIRS:
+        enc = encode_example(tokenizer, *p)
+        n = sum(1 for x in enc["labels"] if x == -100)
+        items.append((enc["input_ids"][:n], enc["input_ids"][n:]))
+    shared = S.score_token_ids(tiny_model, items, batch_size=3, pad_token_id=0, share_prefix=True)
+    flat = S.score_token_ids(tiny_model, items, batch_size=3, pad_token_id=0, share_prefix=False)
+    for (a, na), (b, nb) in zip(shared, flat):
+        assert na == nb and a == pytest.approx(b, abs=1e-3)
+    with pytest.raises(ValueError, match="prefix is empty"):
+        S.score_token_ids(tiny_model, [([], [1, 2])])
+    with pytest.raises(ValueError, match="batch_size"):
+        S.score_token_ids(tiny_model, items, batch_size=0)
+    with pytest.raises(TypeError, match="pairs"):
+        S.sequence_logprobs(tiny_model, tokenizer, [("only a prompt",)])
+
+
+def test_mean_loss_next_token_and_continuations(tiny_model, tokenizer):
+    texts = ["The quick brown fox jumps over the lazy dog.", "Hello there, general Kenobi!", "A short one"]
+    losses = S.mean_loss(tiny_model, tokenizer, texts, batch_size=2)
+    for t, loss in zip(texts, losses):
+        ids = tokenizer(t)["input_ids"]
+        assert loss == pytest.approx(_hf_loss(tiny_model, ids, ids), abs=1e-4)
+    prompts = ["Question: 2+2?\nA. 3\nB. 4\nAnswer:", "Pick one.\nAnswer:"]
+    cand = [tokenizer.encode(" A", add_special_tokens=False)[-1], tokenizer.encode(" B", add_special_tokens=False)[-1]]
+    got = S.next_token_logprobs(tiny_model, tokenizer, prompts, cand, batch_size=2)
+    for p, lp in zip(prompts, got):
+        ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            ref = torch.log_softmax(tiny_model(torch.tensor([ids])).logits[0, -1], -1)[cand].tolist()
+        assert lp == pytest.approx(ref, abs=1e-4)
+    sc = S.score_continuations(tiny_model, tokenizer, ["Q: sky colour?\nA:", "Q: sky colour?\nA:"], [" blue", " red"])
+    for (s, n), cont in zip(sc, [" blue", " red"]):
+        pre = tokenizer("Q: sky colour?\nA:", add_special_tokens=False)["input_ids"]
+        c = tokenizer(cont, add_special_tokens=False)["input_ids"]
+        assert n == len(c)
+        assert -s / n == pytest.approx(_hf_loss(tiny_model, pre + c, [-100] * len(pre) + c), abs=1e-4)
+
+
+def test_generation_batched_equals_single(tiny_model, tokenizer):
+    qs = ["What is the capital of France?", "Who wrote Hamlet? Please answer in detail."]
+    batched = S.generate_answers(tiny_model, tokenizer, qs, max_new_tokens=4, batch_size=2)
+    single = [S.generate_answers(tiny_model, tokenizer, [q], max_new_tokens=4, batch_size=1)[0] for q in qs]
+    assert batched == single
+    prompts = [prompt_text(tokenizer, q) + "Answer:" for q in qs]
+    bt = S.generate_from_text(tiny_model, tokenizer, prompts, max_new_tokens=4, batch_size=2, stop_strings=["\n"])
+    st = [S.generate_from_text(tiny_model, tokenizer, [p], max_new_tokens=4, batch_size=1, stop_strings=["\n"])[0]
+          for p in prompts]
+    assert bt == st and all("\n" not in a for a in bt)
+
+
+def test_evaluate_tofu_all_keys_and_forget_quality(tiny_model, tokenizer):
+    metrics, rows = evaluate_tofu(tiny_model, tokenizer, source=TOFU_DIR, max_samples=2, batch_size=8,
+                                  max_new_tokens=3, retain_result=[0.5, 0.9, 1.1], progress=False)
+    for _, cols in TABLE3_COLUMNS:
+        for _, key in cols:
+            assert 0.0 <= metrics[key] <= 1.0, key
+    assert 0.0 <= metrics["forget_quality"] <= 1.0
+    assert metrics["model_utility"] is not None and metrics["model_utility"] >= 0
+    assert len(metrics["forget_truth_ratios"]) == 2
+    assert {r["set"] for r in rows} == {"forget", "retain", "real_authors", "world_facts"}
+    row = rows[0]
+    for key in ("question", "reference", "generation", "rouge_l_recall", "prob", "truth_ratio", "perturbed_norm_probs"):
+        assert key in row
+    # per-sample truth ratio is recomputable from the stored probabilities (geometric mean / base)
+    gm = math.exp(sum(math.log(p) for p in row["perturbed_norm_probs"]) / len(row["perturbed_norm_probs"]))
+    assert row["truth_ratio"] == pytest.approx(gm / row["base_norm_prob"])
+    assert set(UTILITY_KEYS) <= set(metrics)
+
+
+def test_load_retain_truth_ratios_forms(tmp_path):
+    assert load_retain_truth_ratios([1, 2]) == [1.0, 2.0]
+    (tmp_path / "metrics.json").write_text(json.dumps({"forget_truth_ratios": [0.5, 0.7]}))
+    assert load_retain_truth_ratios(tmp_path) == [0.5, 0.7]
+    (tmp_path / "s.jsonl").write_text('{"set": "forget", "truth_ratio": 0.3}\n{"set": "retain", "truth_ratio": 9}\n')
+    assert load_retain_truth_ratios(tmp_path / "s.jsonl") == [0.3]
+    (tmp_path / "eval_log_forget.json").write_text(json.dumps(
+        {"avg_paraphrased_loss": {"0": 1.0}, "average_perturb_loss": {"0": [2.0, 4.0]}}))
+    assert load_retain_truth_ratios(tmp_path / "eval_log_forget.json") == [pytest.approx(math.exp(1.0 - 3.0))]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="forget_truth_ratios"):
+        load_retain_truth_ratios(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError):
+        load_retain_truth_ratios(tmp_path / "missing.json")
+
+
+def test_evaluate_rwku_all_keys(tiny_model, tokenizer):
+    metrics, rows = evaluate_rwku(tiny_model, tokenizer, "1_Stephen_King", source=RWKU_DIR, max_samples=2,
+                                  batch_size=8, max_new_tokens=3, bbh_max_new_tokens=3, fluency_max_new_tokens=4,
+                                  progress=False)
+    for _, cols in TABLE4_COLUMNS:
+        for _, key in cols:
+            assert metrics[key] is not None and not math.isnan(metrics[key]), key
+    assert metrics["mia_fm"] > 0 and metrics["mia_rm"] > 0
+    assert 0 <= metrics["utility_gen"] <= 1 and metrics["utility_gen_n"] == 2
+    sets = {r["set"] for r in rows}
+    assert {"forget_level1", "forget_level2", "forget_level3", "neighbor_level1", "neighbor_level2", "forget_mia",
+            "retain_mia", "retain_mmlu", "retain_bbh", "truthful", "triviaqa", "fluency"} <= sets
+    with pytest.raises(ValueError, match="utility"):
+        evaluate_rwku(tiny_model, tokenizer, "1_Stephen_King", source=RWKU_DIR, utility=["gsm8k"])
+
+
+def test_probe_prompts_follow_rwku(tokenizer):
+    fb = probe_prompt(tokenizer, "Stephen King is an American ___", 1)
+    assert "Please complete the blank in the following question.\nQuestion: Stephen King" in fb
+    assert fb.endswith("Answer:")
+    assert probe_prompt(tokenizer, "Who wrote It?", 3, "affirmative suffix").endswith(
+        prompt_text(tokenizer, "Please briefly answer the following question.\nQuestion: Who wrote It?"))
+
+
+def _cli(argv):
+    from obliviate.cli import main
+
+    return main(argv)
+
+
+def test_cli_eval_tofu_and_rwku_write_all_files(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "tofu"
+    rc = _cli(["eval", "tofu", "--model", str(tiny_model_dir), "--out", str(out), "--data-source", str(TOFU_DIR),
+               "--max-samples", "2", "--max-new-tokens", "2", "--batch-size", "8", "--no-progress",
+               "--retain-result", json_list(tmp_path, [0.4, 0.8])])
+    assert rc == 0
+    for name in ("metrics.json", "samples.jsonl", "report.md", "manifest.json"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["benchmark"] == "tofu" and "model_utility" in data["metrics"] and data["forget_truth_ratios"]
+    assert "Forget Set R" in (out / "report.md").read_text()
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 8
+    # a finished run is a valid retain reference for the next one
+    assert len(load_retain_truth_ratios(out)) == 2
+
+    out2 = tmp_path / "rwku"
+    rc = _cli(["eval", "rwku", "--model", str(tiny_model_dir), "--target", "Stephen King", "--out", str(out2),
+               "--data-source", str(RWKU_DIR), "--max-samples", "1", "--max-new-tokens", "2", "--utility", "mmlu",
+               "--no-progress"])
+    assert rc == 0
+    data = json.loads((out2 / "metrics.json").read_text())
+    assert data["target"] == "Stephen King" and "utility_gen" in data["metrics"]
+    assert json.loads((out2 / "manifest.json").read_text())["command"] == "eval rwku"
+
+
+def json_list(tmp_path, values):
+    p = tmp_path / "retain_trs.json"
+    p.write_text(json.dumps(values))
+    return str(p)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "tofu", "--model", "MODEL", "--out", "OUT", "--data-source", "/nonexistent/tofu"], "--data-source"),
+    (["eval", "tofu", "--model", "MODEL", "--out", "OUT", "--sets", "forget,bogus"], "--sets"),
+    (["eval", "tofu", "--model", "MODEL", "--out", "OUT", "--retain-result", "/nonexistent.json"], "retain-result"),
+    (["eval", "rwku", "--model", "MODEL", "--out", "OUT", "--target", "Nobody Atall", "--data-source", "RWKU"],
+     "unknown RWKU target"),
+    (["eval", "rwku", "--model", "MODEL", "--out", "OUT", "--target", "Stephen King", "--utility", "gsm8k"],
+     "--utility"),
+])
+def test_cli_validates_before_loading(argv, message, tiny_model_dir, tmp_path, capsys):
+    subst = {"MODEL": str(tiny_model_dir), "OUT": str(tmp_path / "o"), "RWKU": str(RWKU_DIR)}
+    rc = _cli([subst.get(a, a) for a in argv])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_cli_rejects_bad_batch_size(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _cli(["eval", "tofu", "--model", str(tiny_model_dir), "--out", str(tmp_path), "--batch-size", "0"])
+    assert "positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_eval_tofu_embedded_default(tmp_path):
+    out = tmp_path / "run"
+    rc = _cli(["eval", "tofu", "--model", "smollm2-135m-instruct", "--out", str(out), "--data-source", str(TOFU_DIR),
+               "--max-samples", "3", "--max-new-tokens", "24", "--no-progress"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    # a real instruct model knows some world facts and prefers correct answers there
+    assert m["world_facts_prob"] > 0.25 and m["world_facts_rouge"] > 0.0
+    assert 0 < m["model_utility"] <= 1
