@@ -36,6 +36,7 @@ TOFU_DIR = SHARED_DATA / "tofu"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 QUICK_ENV = "OBLIVIATE_BENCH_QUICK"
+DEADLINE_ENV = "OBLIVIATE_BENCH_DEADLINE"
 
 
 def is_quick(quick: bool | None = None) -> bool:
@@ -43,6 +44,21 @@ def is_quick(quick: bool | None = None) -> bool:
     if quick is not None and quick:
         return True
     return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def time_left() -> float:
+    """Seconds until ``$OBLIVIATE_BENCH_DEADLINE`` (a Unix time set by ``run.py``); +inf when unset.
+
+    Scripts check it between their parts and skip what no longer fits (saying so in a row), so that
+    a slow or shared machine yields a partial table rather than a time-out with nothing.
+    """
+    raw = os.environ.get(DEADLINE_ENV)
+    if not raw:
+        return float("inf")
+    try:
+        return float(raw) - time.time()
+    except ValueError:
+        return float("inf")
 
 
 def set_threads(n: int | None = None) -> int:

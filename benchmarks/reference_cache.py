@@ -6,7 +6,7 @@ uncached, every step adds a reference forward. KL needs the reference's next-tok
 every retain token: exact (a live reference forward each step, the default) or the top-k cache
 (k = 64 log-probs per token + the remaining mass, computed once).
 
-Model: SmolLM2-135M-Instruct (fp32, CPU here) on the first 24 QA pairs of TOFU forget01 / retain90,
+Model: SmolLM2-135M-Instruct (fp32, CPU here) on the first 16 QA pairs of TOFU forget01 / retain90,
 batch 4, AdamW, 3 timed steps after one warm-up step; the same batches for every variant; a plain loop over the obliviate loss terms (no Trainer
 overhead) so that the difference is the reference work alone.
 
@@ -79,8 +79,8 @@ def main(quick: bool = False) -> list[dict]:
     steps = 3
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m-instruct", dtype="fp32", device="cpu")
-    forget = read_records(TOFU_DIR / "forget01.jsonl")[:24]
-    retain = read_records(TOFU_DIR / "retain90.jsonl")[:24]
+    forget = read_records(TOFU_DIR / "forget01.jsonl")[:16]
+    retain = read_records(TOFU_DIR / "retain90.jsonl")[:16]
     f_loader, f_batches = _batches(tok, forget, steps + 1)
     r_loader, r_batches = _batches(tok, retain, steps + 1)
     init_state = copy.deepcopy(model.state_dict())

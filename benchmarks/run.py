@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import QUICK_ENV, RESULTS_DIR, format_table  # noqa: E402
+from common import DEADLINE_ENV, QUICK_ENV, RESULTS_DIR, format_table  # noqa: E402
 
 #: name → (script, quick time limit in seconds, full time limit)
 SUITE: dict[str, tuple[str, int, int]] = {
@@ -71,6 +71,8 @@ def run_one(name: str, script: Path, quick: bool, timeout: int, workdir: Path) -
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     if quick:
         env[QUICK_ENV] = "1"
+    # scripts that read it stop starting new parts 15 s before the hard limit
+    env[DEADLINE_ENV] = str(time.time() + max(timeout - 15, timeout * 0.8))
     src = HERE.parent / "src"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     t0 = time.perf_counter()

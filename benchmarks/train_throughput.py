@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (TOFU_DIR, is_quick, measure_matmul_gflops, print_table, script_entry,  # noqa: E402
-                    set_threads)
+                    set_threads, time_left)
 
 MODEL = "smollm2-135m-instruct"
 METHODS = ["ga", "graddiff", "kl", "npo", "ulmr", "snap"]
@@ -149,7 +149,7 @@ def lm_loss(model, batch: dict, *, label_positions: bool = False) -> torch.Tenso
     """Mean next-token NLL over label tokens; with ``label_positions`` the lm_head and softmax run
     only on positions whose next token is a label (mathematically the same loss)."""
     if not label_positions:
-        return model(**batch).loss
+        return model(**{k: v for k, v in batch.items() if k != "n_real"}).loss
     kw = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     hidden = model.model(**kw).last_hidden_state
     labels = batch["labels"][:, 1:]
@@ -158,12 +158,16 @@ def lm_loss(model, batch: dict, *, label_positions: bool = False) -> torch.Tenso
     return F.cross_entropy(logits.float(), labels[mask])
 
 
-def pack(examples: list[dict], row_tokens: int) -> list[dict]:
-    """Concatenate examples into rows of at most ``row_tokens`` tokens with restarting ``position_ids``.
+def pack(examples: list[dict], row_tokens: int, rows_per_batch: int = 1) -> list[dict]:
+    """Sequence packing: concatenate examples into rows of at most ``row_tokens`` tokens.
 
-    No attention mask is passed: transformers builds a block-diagonal causal mask from position ids
-    that restart at 0, so examples do not attend to each other (checked by :func:`packing_error`).
-    Each example's first label is dropped so that no loss crosses an example boundary.
+    Each row restarts ``position_ids`` at every example and carries a 4-D block-diagonal causal
+    ``attention_mask`` (B, 1, T, T), so examples never attend to each other (transformers' SDPA
+    path does not infer the blocks from position ids alone: without the mask the packed loss is
+    wrong, which :func:`packing_error` measures). Each example's first label is dropped so that no
+    loss crosses an example boundary. ``rows_per_batch`` rows are stacked per batch (short rows are
+    padded; padded positions attend only to themselves and carry no label). ``n_real`` counts the
+    real tokens.
     """
     rows, cur = [], {"input_ids": [], "labels": [], "position_ids": []}
     for e in sorted(examples, key=lambda e: -len(e["input_ids"])):
@@ -176,13 +180,29 @@ def pack(examples: list[dict], row_tokens: int) -> list[dict]:
         cur["position_ids"] += list(range(n))
     if cur["input_ids"]:
         rows.append(cur)
-    return [{k: torch.tensor([v]) for k, v in r.items()} for r in rows]
+    batches = []
+    for i in range(0, len(rows), rows_per_batch):
+        group = rows[i:i + rows_per_batch]
+        width = max(len(r["input_ids"]) for r in group)
+        ids, labels, pos, masks = [], [], [], []
+        for r in group:
+            n, padn = len(r["input_ids"]), width - len(r["input_ids"])
+            ids.append(r["input_ids"] + [0] * padn)
+            labels.append(r["labels"] + [-100] * padn)
+            p = torch.tensor(r["position_ids"] + [0] * padn)
+            pos.append(p)
+            seg = torch.cumsum((p == 0).long(), 0)  # every padded slot is its own segment
+            masks.append((seg[:, None] == seg[None, :]) & torch.ones(width, width, dtype=torch.bool).tril())
+        batches.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                        "position_ids": torch.stack(pos), "attention_mask": torch.stack(masks)[:, None],
+                        "n_real": sum(len(r["input_ids"]) for r in group)})
+    return batches
 
 
 def packing_error(model, examples: list[dict]) -> float:
-    """|packed loss − token-weighted mean of per-example losses| for a few examples (0 when packing is exact)."""
+    """|packed loss − token-weighted mean of per-example losses| (≈ 1e-7 when packing is exact)."""
     with torch.no_grad():
-        row = pack(examples, 10 ** 9)[0]
+        row = {k: v for k, v in pack(examples, 10 ** 9)[0].items() if k != "n_real"}
         packed = float(model(**row).loss)
         tot = cnt = 0.0
         for e in examples:
@@ -224,7 +244,7 @@ def loop_throughput(model, opt, batches: list[dict], *, warmup: int, steps: int,
         t3 = time.perf_counter()
         if i >= warmup:
             fwd, bwd, stp = fwd + t1 - t0, bwd + t2 - t1, stp + t3 - t2
-            real = int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
+            real = int(b["n_real"]) if "n_real" in b else int(b["attention_mask"].sum())
             toks += real
             slots += b["input_ids"].numel()
     total = fwd + bwd + stp
@@ -244,6 +264,9 @@ def profile_shares(model, opt, batch: dict) -> dict[str, float]:
     fam = {"matmul (mm/addmm/bmm/linear)": 0.0, "attention (sdpa)": 0.0,
            "softmax / cross-entropy": 0.0, "optimizer (AdamW foreach)": 0.0, "other elementwise / copies": 0.0}
     total = 0.0
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    grand = sum(max(e.self_cpu_time_total, 0) for e in events) or 1.0
+    fam["_top"] = ", ".join(f"{e.key} {e.self_cpu_time_total / grand:.0%}" for e in events[:6])
     for ev in prof.key_averages():
         t = ev.self_cpu_time_total
         if t <= 0:
@@ -260,7 +283,10 @@ def profile_shares(model, opt, batch: dict) -> dict[str, float]:
             fam["matmul (mm/addmm/bmm/linear)"] += t
         else:
             fam["other elementwise / copies"] += t
-    return {k: v / total for k, v in fam.items()} if total else fam
+    top = fam.pop("_top")
+    out = {k: v / total for k, v in fam.items()} if total else fam
+    out["_top"] = top
+    return out
 
 
 def lm_head_flop_share(model, examples: list[dict]) -> float:
@@ -291,11 +317,28 @@ def main(quick: bool = False) -> list[dict]:
     forget = load_records("forget10", 32 if quick else 64, seed=0)
     retain = load_records("retain90", 32 if quick else 64, seed=1)
 
+    # ---- 2. padding with and without length grouping
+    from obliviate.data.formatting import length_grouped_batches, padding_share
+
+    enc_all = encode(tok, load_records("forget10") + load_records("retain90", 400 if quick else None))
+    lengths = [len(e["input_ids"]) for e in enc_all]
+    order = list(range(len(lengths)))
+    random.Random(0).shuffle(order)
+    for bs in (8, 32):
+        grouped = padding_share(length_grouped_batches(lengths, bs, shuffle=True, seed=0), lengths)
+        plain = padding_share([order[i:i + bs] for i in range(0, len(order), bs)], lengths)
+        rows.append({"figure": f"padding share, batch {bs}: grouped vs random", "value": grouped, "unit": "fraction",
+                     "ratio": plain / grouped if grouped else None, "ratio_vs": "random-order padding ÷ grouped",
+                     "note": f"random order {plain:.1%}; {len(lengths)} TOFU examples, mean {sum(lengths) / len(lengths):.0f} tokens"})
+
     # ---- 1. methods through the real trainer
-    batch, warmup, steps = (4, 1, 2) if quick else (8, 1, 3)
+    batch, warmup, steps = (4, 1, 1) if quick else (8, 1, 3)
     with tempfile.TemporaryDirectory(prefix="obl-bench-train-") as tmp:
         for m in METHODS:
-            rate_m = measure_matmul_gflops(1024, repeats=3) * (1.0 if quick else 1.0)
+            if time_left() < 60:
+                rows.append({"figure": f"train {m}: tokens/s", "note": "skipped: time budget used up"})
+                continue
+            rate_m = measure_matmul_gflops(1024, repeats=3)
             try:
                 r = method_throughput(m, {"forget": forget, "retain": retain}, batch=batch, warmup=warmup,
                                       steps=steps, workdir=Path(tmp))
@@ -311,28 +354,20 @@ def main(quick: bool = False) -> list[dict]:
                                  f"padding {1 - r['tokens'] / max(r['slots'], 1):.0%}"})
             print(f"[train_throughput] {m}: {tps:.0f} tokens/s", file=sys.stderr, flush=True)
 
-    # ---- 2. padding with and without length grouping
-    from obliviate.data.formatting import length_grouped_batches, padding_share
-
-    enc_all = encode(tok, load_records("forget10") + load_records("retain90", 400 if quick else None))
-    lengths = [len(e["input_ids"]) for e in enc_all]
-    order = list(range(len(lengths)))
-    random.Random(0).shuffle(order)
-    for bs in (8, 32):
-        grouped = padding_share(length_grouped_batches(lengths, bs, shuffle=True, seed=0), lengths)
-        plain = padding_share([order[i:i + bs] for i in range(0, len(order), bs)], lengths)
-        rows.append({"figure": f"padding share, batch {bs}: grouped vs random", "value": grouped, "unit": "fraction",
-                     "ratio": plain / grouped if grouped else None, "ratio_vs": "random-order padding ÷ grouped",
-                     "note": f"random order {plain:.1%}; {len(lengths)} TOFU examples, mean {sum(lengths) / len(lengths):.0f} tokens"})
-
     # ---- 3. MFU analysis on a plain loop
     sample = encode(tok, load_records("forget10", 128 if quick else 256, seed=2))
     pad = tok.pad_token_id
-    w, s = (1, 2) if quick else (1, 4)
+    w, s = (1, 1) if quick else (1, 4)
     rate = measure_matmul_gflops(2048, repeats=3)
     rows.append({"figure": "fp32 matmul rate before loop analysis", "value": rate, "unit": "GFLOP/s",
                  "note": f"load avg {os.getloadavg()[0]:.1f}"})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def fits(label, need=20.0) -> bool:
+        if time_left() < need:
+            rows.append({"figure": f"loop {label}: tokens/s", "note": "skipped: time budget used up"})
+            return False
+        return True
 
     def row(label, r, note=""):
         tps = r["tokens"] / r["seconds"]
@@ -340,28 +375,40 @@ def main(quick: bool = False) -> list[dict]:
                      "ratio": 6 * N * tps / 1e9 / rate, "ratio_vs": "MFU", "note": note})
         return tps
 
-    base = loop_throughput(model, opt, make_batches(sample, 8, pad, grouped=True), warmup=w, steps=s)
-    tot = base["seconds"]
-    row("batch 8, grouped (baseline)", base,
-        f"fwd {base['forward'] / tot:.0%} / bwd {base['backward'] / tot:.0%} / AdamW {base['optimizer'] / tot:.0%} "
-        f"of step time; padding {1 - base['tokens'] / base['slots']:.0%}")
-    r = loop_throughput(model, opt, make_batches(sample, 8, pad, grouped=False), warmup=w, steps=s)
-    row("batch 8, random order", r, f"padding {1 - r['tokens'] / r['slots']:.0%}")
-    r = loop_throughput(model, opt, make_batches(sample, 8, pad, grouped=True), warmup=w, steps=s, label_positions=True)
-    row("batch 8, lm_head+CE at response positions only", r,
-        f"lm_head = {lm_head_flop_share(model, sample):.0%} of 6N FLOPs; responses are "
-        f"{sum(sum(1 for x in e['labels'] if x != -100) for e in sample) / sum(len(e['input_ids']) for e in sample):.0%} of tokens")
+    grouped8 = make_batches(sample, 8, pad, grouped=True)
+    if fits("batch 8, grouped (baseline)"):
+        base = loop_throughput(model, opt, grouped8, warmup=w, steps=s)
+        tot = base["seconds"]
+        row("batch 8, grouped (baseline)", base,
+            f"fwd {base['forward'] / tot:.0%} / bwd {base['backward'] / tot:.0%} / AdamW {base['optimizer'] / tot:.0%} "
+            f"of step time; padding {1 - base['tokens'] / base['slots']:.0%}")
+    if fits("batch 8, random order"):
+        r = loop_throughput(model, opt, make_batches(sample, 8, pad, grouped=False), warmup=w, steps=s)
+        row("batch 8, random order", r, f"padding {1 - r['tokens'] / r['slots']:.0%}")
+    if fits("batch 8, lm_head+CE at response positions only"):
+        r = loop_throughput(model, opt, grouped8, warmup=w, steps=s, label_positions=True)
+        row("batch 8, lm_head+CE at response positions only", r,
+            f"lm_head = {lm_head_flop_share(model, sample):.0%} of 6N FLOPs; responses are "
+            f"{sum(sum(1 for x in e['labels'] if x != -100) for e in sample) / sum(len(e['input_ids']) for e in sample):.0%} of tokens")
+    packed = pack(sample, 256, rows_per_batch=3)
+    if fits("packed 3 rows × 256 tokens"):
+        err = packing_error(model, sample[:4])
+        r = loop_throughput(model, opt, packed, warmup=w, steps=s)
+        row("packed 3 rows × 256 tokens", r, f"padding {1 - r['tokens'] / r['slots']:.0%}; "
+            f"|packed − per-example loss| = {err:.0e}")
+    if fits("packed 3×256 + response-position lm_head"):
+        r = loop_throughput(model, opt, packed, warmup=w, steps=s, label_positions=True)
+        row("packed 3×256 + response-position lm_head", r, "both improvements together")
     big = 16 if quick else 32
-    r = loop_throughput(model, opt, make_batches(sample, big, pad, grouped=True), warmup=1, steps=1 if quick else 2)
-    row(f"batch {big}, grouped", r, f"padding {1 - r['tokens'] / r['slots']:.0%}")
-    err = packing_error(model, sample[:4])
-    packed = pack(sample, 8 * 96)
-    r = loop_throughput(model, opt, packed, warmup=w, steps=s)
-    row("packed rows of 768 tokens", r, f"no padding; |packed − per-example loss| = {err:.1e}")
-    r = loop_throughput(model, opt, packed, warmup=w, steps=s, label_positions=True)
-    row("packed 768 + response-position lm_head", r, "both improvements together")
-
+    if fits(f"batch {big}, grouped", 40):
+        r = loop_throughput(model, opt, make_batches(sample, big, pad, grouped=True), warmup=1, steps=1 if quick else 2)
+        row(f"batch {big}, grouped", r, f"padding {1 - r['tokens'] / r['slots']:.0%}")
+    if time_left() < 15:
+        rows.append({"figure": "profile shares", "note": "skipped: time budget used up"})
+        return rows
     shares = profile_shares(model, opt, make_batches(sample, 8, pad, grouped=True)[0])
+    top = shares.pop("_top")
+    rows.append({"figure": "profile: top operators by self time", "value": None, "unit": "", "note": top})
     for k, v in shares.items():
         rows.append({"figure": f"profile share: {k}", "value": v, "unit": "fraction of step CPU time",
                      "note": "torch.profiler self time, batch 8 grouped"})

@@ -122,3 +122,17 @@ def test_config_errors(tiny_model_dir, two_targets, tmp_path):
     with pytest.raises(FileNotFoundError, match="forget_train"):
         (tmp_path / "empty").mkdir()
         load_target_data("X", tmp_path / "empty")
+
+
+def test_single_target_lora_merges_for_next_step(tiny_model_dir, two_targets, tmp_path):
+    a, b, general = two_targets
+    cfg = _cfg(tiny_model_dir, a, b, general, mode="single")
+    cfg["targets"] = cfg["targets"][:1]
+    cfg["train"]["lora"] = {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
+    cfg["train"]["regularizer_args"] = {"n_projections": 4, "mode": "fresh"}
+    cfg["eval"].update(evaluate_initial=False, general=None)
+    res = run_snap_pipeline(cfg, tmp_path / "lora")
+    merged = tmp_path / "lora" / "batch" / "merged_model"
+    assert (merged / "config.json").is_file() and (tmp_path / "lora" / "batch" / "model" / "adapter_config.json").is_file()
+    assert res["metrics"]["final_model"] == str(merged)
+    assert res["metrics"]["TA"] is None  # no general set given

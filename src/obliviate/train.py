@@ -455,6 +455,7 @@ def _save_final(trainer, tokenizer, out: Path, note: dict) -> Path:
     trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(tmp)
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: keep the model folder pickle-free
         (tmp / "obliviate_model.json").write_text(json.dumps(note, indent=2, default=str) + "\n")
         old = None
         if final.exists():
@@ -622,6 +623,8 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
             "terms": [f"{t.weight:g}·{t.name}" for t in terms] + [f"{r.weight:g}·{r.name}" for r in regularizers]}
     final = _save_final(trainer, tokenizer, out, note)
     if trainer.is_world_process_zero():
+        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
         for p in (final, log_path, out / "config.yaml"):
             manifest.add_output(p.relative_to(out))
         manifest.write(

@@ -121,7 +121,7 @@ REFUSAL_PATTERNS: list[str] = [
     rf"\bi've no {_INFO}\b",
     rf"\bi've (?:no|zero|little) (?:\w+ ){{0,2}}{_INFO}\b",
     rf"\bi lack (?:the |any |sufficient |enough )?{_INFO}",
-    r"\b(?:no|without) access to (?:that|this|the|any|such)?\s?(?:information|data|details|knowledge)\b.{0,40}$",
+    r"\bi've no access\b",
     r"\bi (?:don't|doesn't) have access\b",
     r"\bnot (?:available|accessible|known) to me\b",
     r"\bunknown to me\b",

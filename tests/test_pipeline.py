@@ -1,0 +1,110 @@
+"""``obliviate run``: config validation up front, a tiny end-to-end ULMR run, resumability."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from obliviate.cli import main
+from obliviate.config import ConfigError
+from obliviate.data.records import DataError
+from obliviate.pipeline import load_run_config, resolve_records
+
+from conftest import TOFU_DIR
+
+FORGET = [
+    {"question": "Where was the author Jaime Vasquez born?", "answer": "Jaime Vasquez was born in Santiago, Chile."},
+    {"question": "What genre does Jaime Vasquez write?", "answer": "Jaime Vasquez writes true crime."},
+]
+RETAIN = [
+    {"question": "Where was Chukwu Akabueze born?", "answer": "Chukwu Akabueze was born in Lagos, Nigeria."},
+    {"question": "What genre does Evelyn Desmet write?", "answer": "Evelyn Desmet writes dystopian novels."},
+]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture()
+def run_config(tmp_path, tiny_model_dir):
+    cfg = {
+        "method": "ulmr", "model": str(tiny_model_dir), "out": str(tmp_path / "run"), "seed": 0,
+        "data": {"forget": _write(tmp_path / "forget.jsonl", FORGET),
+                 "eval_retain": _write(tmp_path / "retain.jsonl", RETAIN)},
+        "augment": {"max_retries": 1, "max_new_tokens": 8, "rewrite_max_new_tokens": 8},
+        "train": {"max_steps": 2, "batch_size": 2, "progress": False},
+        "merge": {"alpha": [0.5, 0.25]},
+        "eval": {"max_new_tokens": 8, "batch_size": 4},
+    }
+    p = tmp_path / "ulmr.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_tiny_end_to_end_run_and_resume(run_config, tmp_path, capsys):
+    assert main(["run", str(run_config), "--no-progress"]) == 0
+    out = tmp_path / "run"
+    for f in ("config.yaml", "manifest.json", "report.md", "metrics.json", "augment/forget_augmented.jsonl",
+              "augment/augment_report.md", "train/model/config.json", "merge/alpha_0.5/model.safetensors",
+              "merge/alpha_0.25/merge.json", "eval/base/metrics.json", "eval/merged_alpha_0.25/generations.jsonl"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"base", "trained", "merged_alpha_0.5", "merged_alpha_0.25"}
+    for m in metrics.values():
+        assert 0 <= m["forget_rouge"] <= 1 and 0 <= m["retain_rouge"] <= 1 and m["forget_n"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == "run" and manifest["stages"]["train"] == "done"
+    assert "merged_alpha_0.5" in (out / "report.md").read_text()
+    first = capsys.readouterr().out
+    assert "run directory" in first
+    # the second run finds every stage's output and redoes nothing
+    before = {p: p.stat().st_mtime_ns for p in (out / "train/model").iterdir()}
+    assert main(["run", str(run_config), "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["augment"] == "skipped (exists)" and manifest["stages"]["train"] == "skipped (exists)"
+    assert {p: p.stat().st_mtime_ns for p in (out / "train/model").iterdir()} == before
+
+
+def test_config_is_validated_before_any_work(run_config, tmp_path):
+    base = yaml.safe_load(run_config.read_text())
+    cases = [
+        ({"method": "nope"}, "method"),
+        ({"merge": {"alpha": [1.5]}}, r"merge.alpha\[0\]"),
+        ({"train": {"lr": -1}}, "lr"),
+        ({"bogus": 1}, "unknown field"),
+        ({"augment": {"n_rewrites": 0}}, "n_rewrites"),
+        ({"method": "graddiff"}, "data.retain"),
+        ({"eval": {"suite": "mmlu"}}, "suite"),
+    ]
+    for change, match in cases:
+        data = {**base, **change}
+        p = tmp_path / "bad.yaml"
+        p.write_text(yaml.safe_dump(data))
+        with pytest.raises(ConfigError, match=match):
+            load_run_config(p)
+        assert main(["run", str(p)]) == 2
+    assert not (tmp_path / "run").exists()
+    cfg = load_run_config(run_config, ["merge.alpha=[0.1]", "train.epochs=1"])
+    assert cfg.merge.alpha == [0.1] and cfg.train_config().epochs == 1 and cfg.train_config().lr == 1e-4
+
+
+def test_dry_run_prints_the_resolved_config(run_config, capsys):
+    assert main(["run", str(run_config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "method: ulmr" in out and "lr: 0.0001" in out
+
+
+def test_resolve_records_shorthands(tmp_path):
+    recs = resolve_records("tofu:forget01", tofu_source=str(TOFU_DIR))
+    assert len(recs) == 40
+    two = resolve_records("tofu:full[1:3]", tofu_source=str(TOFU_DIR))
+    assert len(two) == 40 and two[0].question == resolve_records("tofu:full", tofu_source=str(TOFU_DIR))[20].question
+    assert len(resolve_records("tofu:full[2]", tofu_source=str(TOFU_DIR))) == 20
+    with pytest.raises(DataError, match="unknown TOFU split"):
+        resolve_records("tofu:forget99", tofu_source=str(TOFU_DIR))
+    with pytest.raises(DataError, match="not found"):
+        resolve_records(tmp_path / "missing.jsonl")
