@@ -21,7 +21,6 @@ Prints a Markdown table and writes ``benchmarks/results/reference_cache.json``.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import os
 import sys

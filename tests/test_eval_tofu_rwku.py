@@ -216,9 +216,14 @@ def test_cli_rejects_bad_batch_size(tiny_model_dir, tmp_path, capsys):
 def test_cli_eval_tofu_embedded_default(tmp_path):
     out = tmp_path / "run"
     rc = _cli(["eval", "tofu", "--model", "smollm2-135m-instruct", "--out", str(out), "--data-source", str(TOFU_DIR),
-               "--max-samples", "3", "--max-new-tokens", "24", "--no-progress"])
+               "--max-samples", "2", "--max-new-tokens", "16", "--no-progress"])
     assert rc == 0
-    m = json.loads((out / "metrics.json").read_text())["metrics"]
-    # a real instruct model knows some world facts and prefers correct answers there
-    assert m["world_facts_prob"] > 0.25 and m["world_facts_rouge"] > 0.0
-    assert 0 < m["model_utility"] <= 1
+    data = json.loads((out / "metrics.json").read_text())
+    m = data["metrics"]
+    assert data["forget_split"] == "forget01" and m["forget_n"] == 2
+    # a real instruct model answers on topic: its greedy answers overlap the references
+    assert m["forget_rouge"] > 0.1 and m["world_facts_rouge"] > 0.0
+    assert 0 < m["forget_prob"] < 1 and 0 <= m["model_utility"] <= 1
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert all(r["generation"] for r in rows)
+    assert "forget01" in (out / "report.md").read_text()

@@ -16,7 +16,8 @@ from conftest import TOFU_DIR
 # ----------------------------------------------------------------------------- labelled set
 def test_labelled_set_is_well_formed():
     rows = load_labelled()
-    assert 150 <= len(rows) <= 260
+    assert 150 <= len(rows) <= 330
+    assert {r.get("split") for r in rows} == {"dev", "heldout"}
     texts = [r["text"] for r in rows]
     assert len(set(texts)) == len(texts)
     n_ref = sum(r["refusal"] for r in rows)

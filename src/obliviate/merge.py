@@ -35,6 +35,7 @@ from typing import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .config import ConfigError
 from .io import Manifest, atomic_write_json
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -58,7 +59,7 @@ _ST_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16":
              "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-class MergeError(ValueError):
+class MergeError(ConfigError):
     """The two models cannot be averaged (names, shapes, dtypes or tokenizers differ; bad α; bad paths)."""
 
 

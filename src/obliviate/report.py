@@ -248,7 +248,7 @@ def _layout_columns(layout: str, runs: Sequence[Run]) -> list[tuple[str, str, An
     keys: list[str] = []
     for r in runs:
         for k, v in (r.results.get(spec["benchmark"]) or {}).items():
-            if _is_number(v) and k not in keys:
+            if _is_number(v) and "/" not in k and k not in keys:  # "task/metric" details stay in report.json
                 keys.append(k)
     return [("", k, k, "pct") for k in keys]
 
@@ -348,6 +348,8 @@ def plot_bars(table: dict, path: Path) -> Path | None:
         for j, v in enumerate(table["values"]):
             if v[c] is None:
                 ax.text(j, 0, BLANK, ha="center", va="bottom")
+        if fmts.get(c) == "p" and all(y > 0 for y in ys):  # p-values span orders of magnitude
+            ax.set_yscale("log")
         ax.set_title(c, fontsize=9)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)

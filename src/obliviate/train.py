@@ -20,8 +20,8 @@ FSDP), with gradient accumulation, gradient checkpointing, bf16 autocast, checkp
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
 import gc
 import json
 import logging
@@ -509,6 +509,9 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
 
     bf16 = cfg.resolved_bf16()
     ckpt_dir = out / "checkpoints"
+    extra: dict[str, Any] = {}
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        extra = {"use_cpu": True, "ddp_backend": "gloo"}  # `accelerate launch` on CPUs: DDP over gloo
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -534,6 +537,7 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
         dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         disable_tqdm=not cfg.progress,
+        **extra,
     )
 
     # model
@@ -579,8 +583,12 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
         ctx.reference = AdapterDisabledReference(model)
     else:
         ctx.reference = model  # θ before training is the reference for the one-off cache pass
-    for t in terms:
-        t.prepare(model, loaders, ctx)
+    # under bf16 autocast too, so that cached and trained log-probs are computed alike
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and args.device.type == "cuda" \
+        else contextlib.nullcontext()
+    with amp:
+        for t in terms:
+            t.prepare(model, loaders, ctx)
     if live and reference is None and cfg.lora is None:
         ctx.reference = copy.deepcopy(model).requires_grad_(False).eval()
     elif not live:

@@ -28,23 +28,19 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from ..config import ConfigError
-    from ..merge import MergeError, merge_models, parse_alphas, scale_adapter
+    from ..merge import merge_models, parse_alphas, scale_adapter
 
     t = time.time()
-    try:
-        alphas = parse_alphas(args.alpha)
-        if args.scaled_adapter:
-            outs = []
-            for a in alphas:
-                target = Path(args.out) / f"alpha_{a:g}" if len(alphas) > 1 else Path(args.out)
-                outs.append(scale_adapter(args.tuned, a, target, overwrite=args.overwrite))
-        else:
-            res = merge_models(args.base, args.tuned, alphas if len(alphas) > 1 else alphas[0], args.out,
-                               overwrite=args.overwrite, progress=not args.no_progress)
-            outs = res if isinstance(res, list) else [res]
-    except MergeError as e:
-        raise ConfigError(str(e)) from e
+    alphas = parse_alphas(args.alpha)  # MergeError is a ConfigError: the CLI prints it and exits 2
+    if args.scaled_adapter:
+        outs = []
+        for a in alphas:
+            target = Path(args.out) / f"alpha_{a:g}" if len(alphas) > 1 else Path(args.out)
+            outs.append(scale_adapter(args.tuned, a, target, overwrite=args.overwrite))
+    else:
+        res = merge_models(args.base, args.tuned, alphas if len(alphas) > 1 else alphas[0], args.out,
+                           overwrite=args.overwrite, progress=not args.no_progress)
+        outs = res if isinstance(res, list) else [res]
     for a, o in zip(alphas, outs):
         print(f"α={a:g}: wrote {o}")
     print(f"done in {time.time() - t:.1f}s")

@@ -205,7 +205,10 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | No
     ready, skipped = [], {}
     for t in tasks:
         try:
-            get_task_dict([t], tm)
+            if hasattr(tm, "load"):  # lm-eval >= 0.4.10
+                tm.load([t])
+            else:  # pragma: no cover - older lm-eval
+                get_task_dict([t], tm)
             ready.append(t)
         except Exception as e:  # data unreachable, dataset script errors, ...
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"

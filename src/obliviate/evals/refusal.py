@@ -94,8 +94,16 @@ _SPLIT = re.compile(
 
 def clauses(text: str) -> list[str]:
     """Split normalised ``text`` into the clauses the rules classify (see module docstring)."""
-    parts = [p.strip(" ,.!?;:-\"'()") for p in _SPLIT.split(_strip_quotes(text))]
+    parts = []
+    for p in _SPLIT.split(_strip_quotes(text)):
+        # a leading subordinate clause ("while I can't confirm X, it is documented that ...")
+        m = _SUBORDINATE.match(p)
+        parts += [m.group(1), m.group(2)] if m else [p]
+    parts = [p.strip(" ,.!?;:-\"'()") for p in parts]
     return [p for p in parts if p]
+
+
+_SUBORDINATE = re.compile(r"^((?:while|although|though|even though|even if|whilst)\b[^,]{3,}),\s+(.+)$")
 
 
 # ----------------------------------------------------------------------------- rule patterns
@@ -123,7 +131,9 @@ REFUSAL_PATTERNS: list[str] = [
     rf"\bi lack (?:the |any |sufficient |enough )?{_INFO}",
     r"\bi've no access\b",
     r"\bi (?:don't|doesn't) have access\b",
-    r"\bnot (?:available|accessible|known) to me\b",
+    r"\b(?:not|isn't|aren't|wasn't|n't) (?:available|accessible|known) to me\b",
+    r"\bnot (?:something|a topic|a question|a subject|an area) (?:that )?i(?:'ve| have| know| can)\b",
+    r"\b(?:doesn't|does not|don't) ring a bell\b",
     r"\bunknown to me\b",
     r"\bthere's no (?:(?:publicly|readily|reliable|available|known|further|additional|specific|public|verifiable|"
     r"documented|credible|such)\s+)*(?:information|data|details|record|records|knowledge)\b"
@@ -196,6 +206,7 @@ FILLER_PATTERNS: list[str] = [
     r"(?:so |therefore |thus |hence |as a result )?i(?: can't|'m unable to| won't be able to|'m not able to) "
     r"(?:answer|provide|help|assist|comment))",
     r"^(?:i|we) (?:hope|understand|appreciate)\b",
+    r"^i (?:wish|'d like to|want to) (?:i could )?(?:help|assist|answer)|^i wish i (?:could|knew|had)\b",
     r"^(?:q|the question|your question)$",
 ]
 _FILLER_RES = [re.compile(p) for p in FILLER_PATTERNS]

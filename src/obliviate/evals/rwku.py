@@ -26,6 +26,7 @@ forget (FB+QA+AA) and neighbor (FB+QA) levels' scores averaged per level, as in 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Sequence
 
 from ..data.formatting import prompt_text
@@ -228,10 +229,8 @@ def evaluate_rwku(model, tokenizer, target: str, *, source: str | os.PathLike = 
             p = prompt_text(tokenizer, user, system=sys_)
             ps.append(p + ("A:" if p[-1] in "\n " else " A:"))
         gens = generate_from_text(model, tokenizer, ps, max_new_tokens=bbh_max_new_tokens,
-                                  batch_size=max(1, batch_size // 2), progress="rwku: bbh" if progress else False)
+                                  batch_size=max(1, batch_size // 4), progress="rwku: bbh" if progress else False)
         ems = []
-        import re
-
         for r, g in zip(items, gens):
             m = re.search(r"[tT]he answer is (.*?)\.", g)
             pred = (m.group(1).strip() if m else g.strip()) or "NOANSWER"

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"RWKU hub dataset id or local folder of <n>_<Target>/ folders (default {DEFAULT_SOURCE})")
     p.add_argument("--utility", default=",".join(RWKU_UTILITY),
                    help=f"comma-separated utility sets, or 'none' (default {','.join(RWKU_UTILITY)})")
-    add_batch_arguments(p, batch_size=16, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+    add_batch_arguments(p, batch_size=32, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--utility-max-samples", type=positive_int, default=None,
                    help="cap on every utility split (default: --max-samples)")
     p.add_argument("--bbh-max-new-tokens", type=positive_int, default=128,

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "samples.jsonl, a JSON list, or TOFU's eval_log_forget.json")
     p.add_argument("--sets", default=",".join(TOFU_SETS),
                    help=f"comma-separated evaluation sets (default {','.join(TOFU_SETS)})")
-    add_batch_arguments(p, batch_size=16, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+    add_batch_arguments(p, batch_size=32, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -103,7 +103,8 @@ def run(args) -> int:
              "eval_seconds": round(elapsed, 1)}
     context = {"model": args.model, "forget_split": metrics.pop("forget_split"), "data_source": args.data_source,
                "system_prompt": system}
-    report = tofu_report(metrics, model=args.model) + f"\nEvaluation took {elapsed:.0f} s.\n"
+    report = tofu_report({**metrics, "forget_split": context["forget_split"]}, model=args.model) \
+        + f"\nEvaluation took {elapsed:.0f} s.\n"
     paths = write_eval_run(out, benchmark="tofu", metrics=metrics, rows=rows, report=report, manifest=manifest,
                            extra={k: v for k, v in extra.items() if v is not None}, **context)
     fq = metrics.get("forget_quality")
