@@ -92,6 +92,9 @@ def test_quality_checks():
                                  [RECORDS[1].question]) == "1958"
     assert quality.content_recall("Lorenzo Vasquez chef Sophia Vasquez acclaimed writer", rec.answer) == 0.5
     assert quality.content_recall("I do not know.", rec.answer) == 0.0
+    assert quality.looks_like_instruction("Describe the jobs of his parents.")
+    assert quality.looks_like_instruction("Jaime's parents did what for a living?")
+    assert not quality.looks_like_instruction("Jaime Vasquez's father worked as a chef.")
 
 
 class ScriptedGenerator(Generator):

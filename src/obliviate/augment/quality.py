@@ -14,7 +14,9 @@ reports) or ``None`` when the text is usable:
   in the question) in the text is at least ``answer_threshold`` (default 0.5): the response
   still says what should be forgotten;
 * ``leaks_entity``: the text contains a key entity of the answer (a name, number or date that
-  the answer states and the question does not mention).
+  the answer states and the question does not mention);
+* ``not_instruction``: a rewrite that is not a question or instruction (see
+  :func:`looks_like_instruction`; checked by the ULMR augmentation for rewrites).
 """
 
 from __future__ import annotations
@@ -35,7 +37,30 @@ shall upon yes well known notable also however like many much several various of
 """.split())
 
 REASONS = ("empty", "repetitive", "copy_of_prompt", "copy_of_instruction", "duplicate", "states_answer",
-           "leaks_entity")
+           "leaks_entity", "not_instruction")
+
+#: first words of a question or of an imperative instruction
+_INSTRUCTION_START = frozenset("""
+what who whom whose where when why how which is are was were do does did can could will would should shall may
+might has have had am describe explain tell name list provide give identify share mention discuss outline
+summarize summarise write state specify elaborate detail compare please in on at for from by according
+""".split())
+
+
+def looks_like_instruction(text: str) -> bool:
+    """True when ``text`` reads as a question or an instruction (ends with "?" or starts with an
+    interrogative / imperative word such as "What", "Describe", "Tell me"), not as an answer.
+
+    A small model asked to rewrite a question often answers it instead; such a "rewrite" is
+    rejected as ``not_instruction``.
+    """
+    t = (text or "").strip()
+    if not t:
+        return False
+    if t.rstrip("\"'”’) ").endswith("?"):
+        return True
+    ws = words(t)
+    return bool(ws) and ws[0] in _INSTRUCTION_START
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 

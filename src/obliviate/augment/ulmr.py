@@ -348,6 +348,8 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
             answer=rec.answer, answer_threshold=cfg.rewrite_answer_threshold, check_entities=False)
         if reason is None and text.strip().lower().startswith(("please rewrite", "please generate")):
             reason = "copy_of_prompt"
+        if reason is None and not quality.looks_like_instruction(text):
+            reason = "not_instruction"
         return reason
 
     def accept_rewrite(s: _Slot, text: str) -> None:

@@ -36,6 +36,7 @@ import math
 import re
 from typing import Any, Callable, Iterable, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,9 +59,25 @@ def random_directions(d: int, k: int, *, generator: torch.Generator | None = Non
     return u / u.norm(dim=0, keepdim=True).clamp_min(1e-12)
 
 
+def sort_last(p: torch.Tensor) -> torch.Tensor:
+    """Sort ``p`` along its last dimension, differentiably.
+
+    On CPU the permutation comes from NumPy's introsort ``argsort`` and the values are gathered
+    with ``take_along_dim`` (same values and gradients as ``torch.sort``, about 2× faster here,
+    torch's CPU sort being a stable sort); elsewhere ``torch.sort``.
+    """
+    if p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64):
+        idx = torch.from_numpy(np.argsort(p.detach().contiguous().numpy(), axis=-1))
+        return torch.take_along_dim(p, idx, dim=-1)
+    return torch.sort(p, dim=-1).values
+
+
 def sorted_projections(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """Project the rows of ``x`` (n, d) on ``directions`` (d, K) and sort each column: (n, K)."""
-    return torch.sort(x @ directions, dim=0).values
+    """Project the rows of ``x`` (n, d) on ``directions`` (d, K) and sort each direction's n values.
+
+    Returns a (K, n) matrix (row k = the sorted projections on u_k; contiguous rows sort fastest).
+    """
+    return sort_last(directions.T @ x.T)
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor | None = None, directions: torch.Tensor | None = None, *,
@@ -143,7 +160,7 @@ class SlicedWasserstein(Regularizer):
     p: the order of the Wasserstein distance (2 by default).
     mode: ``"fresh"`` draws new directions at every call (the paper's Monte-Carlo estimate;
         keeps a frozen copy of the regularized tensors), ``"fixed"`` draws them once in
-        :meth:`setup`, stores only the sorted reference projections sort(W_init U) — an (n, K)
+        :meth:`setup`, stores only the sorted reference projections sort(W_init U) — a (K, n)
         matrix instead of the (n, d) weights — and keeps no copy of θ_init.
     reduction, root: see the module docstring (default ``"sum"``, no root, as the reference code).
     include_1d: also regularize 1-D tensors (biases, norms) as n samples in R^1.
@@ -186,9 +203,8 @@ class SlicedWasserstein(Regularizer):
         self.compute_dtype = compute_dtype
         self._slots: list[_Slot] = []
         self._init: dict[str, torch.Tensor] = {}        # fresh mode: frozen copies (full fine-tune)
-        self._directions: dict[str, torch.Tensor] = {}  # fixed mode
         self._ref_sorted: dict[str, torch.Tensor] = {}  # fixed mode
-        self._gen: torch.Generator | None = None
+        self._calls = 0
         self._ready = False
         self._model_id: int | None = None
 
@@ -237,35 +253,37 @@ class SlicedWasserstein(Regularizer):
             raise ValueError("swd: no trainable tensor matches the selection (2-D weights"
                              f"{', 1-D' if self.include_1d else ''}"
                              f"{', name_filter=' + self.name_filter.pattern if self.name_filter else ''})")
-        self._init.clear(), self._directions.clear(), self._ref_sorted.clear()
-        device = self._slots[0].get().device
-        self._gen = torch.Generator(device=device)
-        self._gen.manual_seed(self.seed)
+        self._init.clear(), self._ref_sorted.clear()
+        self._calls = 0
         with torch.no_grad():
-            for s in self._slots:
+            for i, s in enumerate(self._slots):
                 ref = (s.get_init() if s.get_init is not None else s.get()).detach()
                 if self.mode == "fresh":
                     if s.get_init is None:  # full fine-tune: keep a frozen copy of θ_init
                         self._init[s.name] = ref.clone()
                 else:
                     rows = _as_rows(ref).to(self.compute_dtype)
-                    u = self._draw(rows.shape[1], rows.device)
-                    self._directions[s.name] = u
-                    self._ref_sorted[s.name] = sorted_projections(rows, u)
+                    self._ref_sorted[s.name] = sorted_projections(rows, self.directions(i, rows.shape[1], rows.device))
         self._ready = True
         self._model_id = id(model)
         log.info("swd: %d tensors, mode=%s, K=%d, reference %.1f MiB", len(self._slots), self.mode,
                  self.n_projections, self.reference_bytes() / 2**20)
 
-    def _draw(self, d: int, device) -> torch.Tensor:
-        gen = self._gen
-        if gen is not None and torch.device(gen.device).type != torch.device(device).type:
-            gen = None
+    def directions(self, index: int, d: int, device=None, call: int = 0) -> torch.Tensor:
+        """The K directions (d, K) of tensor number ``index`` at call ``call`` (fixed mode: always call 0).
+
+        They are regenerated from a per-(seed, call, tensor) generator instead of being stored, so
+        fixed mode holds nothing but the sorted reference projections; ``fresh`` mode's first call
+        uses exactly the fixed-mode directions.
+        """
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        gen = torch.Generator(device=device)
+        gen.manual_seed((self.seed * 1_000_003 + call * 100_003 + index) % (2**63 - 1))
         return random_directions(d, self.n_projections, generator=gen, device=device, dtype=self.compute_dtype)
 
     def reference_bytes(self) -> int:
-        """Bytes this regularizer holds for θ_init (copies, directions and sorted projections)."""
-        tensors = list(self._init.values()) + list(self._directions.values()) + list(self._ref_sorted.values())
+        """Bytes this regularizer holds for θ_init (frozen copies in fresh mode, sorted projections in fixed mode)."""
+        tensors = list(self._init.values()) + list(self._ref_sorted.values())
         return sum(t.numel() * t.element_size() for t in tensors)
 
     @property
@@ -284,17 +302,19 @@ class SlicedWasserstein(Regularizer):
                                  f"({len(slots)} vs {len(self._slots)} regularized tensors)")
             self._slots, self._model_id = slots, id(model)
         total = None
-        for s in self._slots:
+        call = 0 if self.mode == "fixed" else self._calls
+        for i, s in enumerate(self._slots):
             cur = _as_rows(s.get()).to(self.compute_dtype)
+            u = self.directions(i, cur.shape[1], cur.device, call)
             if self.mode == "fixed":
-                val = sliced_wasserstein(cur, directions=self._directions[s.name], y_sorted=self._ref_sorted[s.name],
+                val = sliced_wasserstein(cur, directions=u, y_sorted=self._ref_sorted[s.name],
                                          p=self.p, reduction=self.reduction, root=self.root)
             else:
                 init = self._init[s.name] if s.get_init is None else s.get_init().detach()
-                init = _as_rows(init).to(self.compute_dtype)
-                u = self._draw(cur.shape[1], cur.device)
-                val = sliced_wasserstein(cur, init, u, p=self.p, reduction=self.reduction, root=self.root)
+                val = sliced_wasserstein(cur, _as_rows(init).to(self.compute_dtype), u, p=self.p,
+                                         reduction=self.reduction, root=self.root)
             total = val if total is None else total + val
+        self._calls += 1
         return total
 
 
