@@ -37,6 +37,7 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 QUICK_ENV = "OBLIVIATE_BENCH_QUICK"
 DEADLINE_ENV = "OBLIVIATE_BENCH_DEADLINE"
+PARTIAL_ENV = "OBLIVIATE_BENCH_PARTIAL"
 
 
 def is_quick(quick: bool | None = None) -> bool:
@@ -59,6 +60,20 @@ def time_left() -> float:
         return float(raw) - time.time()
     except ValueError:
         return float("inf")
+
+
+def checkpoint_rows(rows: Sequence[dict]) -> None:
+    """Save the rows measured so far to ``$OBLIVIATE_BENCH_PARTIAL`` (set by ``run.py``), atomically.
+
+    If the script then runs past its time limit, ``run.py`` still reports these rows. A no-op
+    when the variable is unset.
+    """
+    path = os.environ.get(PARTIAL_ENV)
+    if not path:
+        return
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps({"rows": list(rows)}, default=_json_default))
+    os.replace(tmp, path)
 
 
 def set_threads(n: int | None = None) -> int:

@@ -7,7 +7,9 @@ every retain token: exact (a live reference forward each step, the default) or t
 (k = 64 log-probs per token + the remaining mass, computed once).
 
 Model: SmolLM2-135M-Instruct (fp32, CPU here) on the first 16 QA pairs of TOFU forget01 / retain90,
-batch 4, AdamW, 3 timed steps after one warm-up step; the same batches for every variant; a plain loop over the obliviate loss terms (no Trainer
+batch 4, AdamW, 3 timed steps per variant after one warm-up step, the variants' steps interleaved
+(A, B, A, B, ...) so that a shared machine's load hits them alike, medians reported; the same
+batches for every variant; a plain loop over the obliviate loss terms (no Trainer
 overhead) so that the difference is the reference work alone.
 
     OBLIVIATE_BENCH_THREADS=1 python benchmarks/reference_cache.py [--quick]   # --quick: NPO only
@@ -23,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,21 +50,28 @@ def _batches(tokenizer, records, n_batches, batch_size=4):
     return loader, [all_batches[i % len(all_batches)] for i in range(n_batches)]
 
 
-def _time_steps(model, terms, stream_batches, ctx, steps):
-    """Seconds per optimizer step (forward + loss + backward + AdamW), after one untimed warm-up step."""
+def _time_interleaved(model, variants, steps):
+    """Median seconds per optimizer step (forward + loss + backward + AdamW) of each variant.
+
+    ``variants`` is a list of ``(terms, stream_batches, ctx)``. Steps of the variants alternate
+    (A, B, A, B, ...) after one untimed warm-up step each, so that the load of a shared machine
+    hits every variant alike; the median of the timed steps is reported.
+    """
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     model.train()
-    times = []
-    for i, batches in enumerate(stream_batches[: steps + 1]):
-        t0 = time.perf_counter()
-        loss = sum(t.weight * t(model, batches, ctx) for t in terms)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ctx.cache.pop("_step", None)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return sum(times) / len(times)
+    times = [[] for _ in variants]
+    for i in range(steps + 1):
+        for v, (terms, stream_batches, ctx) in enumerate(variants):
+            batches = stream_batches[i % len(stream_batches)]
+            t0 = time.perf_counter()
+            loss = sum(t.weight * t(model, batches, ctx) for t in terms)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ctx.cache.pop("_step", None)
+            if i:
+                times[v].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main(quick: bool = False) -> list[dict]:
@@ -82,43 +92,39 @@ def main(quick: bool = False) -> list[dict]:
     retain = read_records(TOFU_DIR / "retain90.jsonl")[:16]
     f_loader, f_batches = _batches(tok, forget, steps + 1)
     r_loader, r_batches = _batches(tok, retain, steps + 1)
-    init_state = copy.deepcopy(model.state_dict())
+    ref = copy.deepcopy(model).requires_grad_(False).eval()  # the frozen θ_ref for the uncached variants
     rows = []
 
-    def fresh():
-        model.load_state_dict(init_state)
-        return model
-
     # NPO, cached: one reference pass before training, then policy-only steps
-    ctx = StepContext(reference=fresh())
+    ctx = StepContext(reference=ref)
     t0 = time.perf_counter()
     npo = NPO()
     npo.prepare(model, {"forget": f_loader}, ctx)
     prep = time.perf_counter() - t0
     ctx.reference = None
-    cached = _time_steps(fresh(), [npo], [{"forget": b} for b in f_batches], ctx, steps)
-    # NPO, uncached: a frozen reference copy runs every step
-    ref = copy.deepcopy(fresh()).requires_grad_(False).eval()
-    live = _time_steps(fresh(), [NPO(cache=False)], [{"forget": b} for b in f_batches],
-                       StepContext(reference=ref), steps)
-    rows.append({"figure": "NPO step, cached π_ref", "value": cached, "unit": "s/step", "ratio": 1.0,
-                 "ratio_vs": "cached", "one_off_s": prep, "cache_KiB": cache_nbytes(ctx) / 1024})
-    rows.append({"figure": "NPO step, reference forward each step", "value": live, "unit": "s/step",
-                 "ratio": live / cached, "ratio_vs": "cached", "one_off_s": 0.0, "cache_KiB": 0.0})
+    f_only = [{"forget": b} for b in f_batches]
+    variants = [([npo], f_only, ctx), ([NPO(cache=False)], f_only, StepContext(reference=ref))]
+    names = ["NPO step, cached π_ref", "NPO step, reference forward each step"]
+    caches = [cache_nbytes(ctx) / 1024, 0.0]
+    preps = [prep, 0.0]
     if not quick:
         both = [{"forget": f, "retain": r} for f, r in zip(f_batches, r_batches)]
-        kctx = StepContext(reference=fresh())
+        kctx = StepContext(reference=ref)
         t0 = time.perf_counter()
         kl_top = KLRetain(topk=64)
         kl_top.prepare(model, {"retain": r_loader}, kctx)
-        kprep = time.perf_counter() - t0
+        preps += [time.perf_counter() - t0, 0.0]
         kctx.reference = None
-        topk = _time_steps(fresh(), [GradientAscent(), kl_top], both, kctx, steps)
-        exact = _time_steps(fresh(), [GradientAscent(), KLRetain()], both, StepContext(reference=ref), steps)
-        rows.append({"figure": "GA+KL step, top-64 cached KL", "value": topk, "unit": "s/step", "ratio": 1.0,
-                     "ratio_vs": "top-64 cache", "one_off_s": kprep, "cache_KiB": cache_nbytes(kctx) / 1024})
-        rows.append({"figure": "GA+KL step, exact KL (live reference)", "value": exact, "unit": "s/step",
-                     "ratio": exact / topk, "ratio_vs": "top-64 cache", "one_off_s": 0.0, "cache_KiB": 0.0})
+        variants += [([GradientAscent(), kl_top], both, kctx),
+                     ([GradientAscent(), KLRetain()], both, StepContext(reference=ref))]
+        names += ["GA+KL step, top-64 cached KL", "GA+KL step, exact KL (live reference)"]
+        caches += [cache_nbytes(kctx) / 1024, 0.0]
+    medians = _time_interleaved(model, variants, steps)
+    for k, (name, med) in enumerate(zip(names, medians)):
+        base = medians[k - k % 2]
+        rows.append({"figure": name, "value": med, "unit": "s/step", "ratio": med / base,
+                     "ratio_vs": "cached (NPO)" if k < 2 else "top-64 cache (KL)", "one_off_s": preps[k],
+                     "cache_KiB": caches[k]})
     for r in rows:
         r["threads"] = threads
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

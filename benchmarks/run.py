@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import DEADLINE_ENV, QUICK_ENV, RESULTS_DIR, format_table  # noqa: E402
+from common import DEADLINE_ENV, PARTIAL_ENV, QUICK_ENV, RESULTS_DIR, format_table  # noqa: E402
 
 #: name → (script, quick time limit in seconds, full time limit)
 SUITE: dict[str, tuple[str, int, int]] = {
@@ -73,6 +73,8 @@ def run_one(name: str, script: Path, quick: bool, timeout: int, workdir: Path) -
         env[QUICK_ENV] = "1"
     # scripts that read it stop starting new parts 15 s before the hard limit
     env[DEADLINE_ENV] = str(time.time() + max(timeout - 15, timeout * 0.8))
+    partial = workdir / f"{name}.partial.json"
+    env[PARTIAL_ENV] = str(partial)
     src = HERE.parent / "src"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     t0 = time.perf_counter()
@@ -82,8 +84,9 @@ def run_one(name: str, script: Path, quick: bool, timeout: int, workdir: Path) -
         log, code = proc.stdout, proc.returncode
     except subprocess.TimeoutExpired as e:
         log = (e.stdout or b"").decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return {"status": f"timeout after {timeout} s", "rows": [], "seconds": time.perf_counter() - t0,
-                "peak_rss_mb": None, "log": log}
+        rows = json.loads(partial.read_text()).get("rows", []) if partial.is_file() else []
+        return {"status": f"timeout after {timeout} s" + (f" ({len(rows)} rows measured before)" if rows else ""),
+                "rows": rows, "seconds": time.perf_counter() - t0, "peak_rss_mb": None, "log": log}
     seconds = time.perf_counter() - t0
     if code != 0 or not out_json.is_file():
         tail = [ln for ln in log.strip().splitlines() if ln.strip()][-1:] or [f"exit code {code}"]
@@ -132,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: {res['status']} in {res['seconds']:.0f} s", file=sys.stderr, flush=True)
             status_rows.append({"benchmark": name, "status": res["status"], "seconds": res["seconds"],
                                 "peak RSS (MiB)": res["peak_rss_mb"]})
-            if res["status"] != "ok":
+            if res["status"] != "ok" and not res["rows"]:
                 combined.append({"benchmark": name, "figure": "(not measured)", "note": res["status"]})
                 continue
+            if res["status"] != "ok":
+                combined.append({"benchmark": name, "figure": "(incomplete)", "note": res["status"]})
             combined.extend(_summary_rows(name, res["rows"]))
             sections.append(f"### {name}\n\n{format_table(res['rows']) if res['rows'] else '(no rows)'}")
     total = time.perf_counter() - t_start

@@ -74,7 +74,7 @@ def main(quick: bool = False) -> list[dict]:
 
     quick = is_quick(quick)
     threads = set_threads()
-    steps = 2 if quick else 3
+    steps = 1 if quick else 3
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m-instruct", dtype="fp32", device="cpu")
     f_batches = _batches(tok, read_records(TOFU_DIR / "forget01.jsonl"), steps + 1)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (TOFU_DIR, is_quick, measure_matmul_gflops, print_table, script_entry,  # noqa: E402
-                    set_threads, time_left)
+                    checkpoint_rows, set_threads, time_left)
 
 MODEL = "smollm2-135m-instruct"
 METHODS = ["ga", "graddiff", "kl", "npo", "ulmr", "snap"]
@@ -296,6 +296,16 @@ def lm_head_flop_share(model, examples: list[dict]) -> float:
 
 
 # --------------------------------------------------------------------------- main
+class _Rows(list):
+    """A row list that saves itself (``checkpoint_rows``) and logs each row to stderr as it is added."""
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        checkpoint_rows(self)
+        print(f"[train_throughput] {row.get('figure')}: {row.get('value')} {row.get('unit', '')} "
+              f"{row.get('note', '')}", file=sys.stderr, flush=True)
+
+
 def main(quick: bool = False) -> list[dict]:
     """Run the three parts and return the rows (figure, value, unit, ratio, ratio_vs, note)."""
     quick = is_quick(quick)
@@ -306,7 +316,7 @@ def main(quick: bool = False) -> list[dict]:
     hf_logging.set_verbosity_error()
     from obliviate.models import load_model
 
-    rows: list[dict] = []
+    rows: list[dict] = _Rows()
     load1 = os.getloadavg()[0]
     rate = measure_matmul_gflops(2048, repeats=3 if quick else 5)
     rows.append({"figure": "fp32 matmul rate (n=2048)", "value": rate, "unit": "GFLOP/s", "ratio": None,

@@ -164,25 +164,15 @@ def _fallback_degenerate(text: str) -> str | None:
     return None
 
 
-def degenerate_reason(text: str, prompt: str | None = None) -> str | None:
-    """Why a generation is unusable (empty, repetitive, echo of the prompt, ...), or None if fine.
-
-    Uses the shared checks of :mod:`obliviate.augment.quality` when present.
-    """
+def degenerate_reason(text: str, prompt: str | None = None, *, instruction: str | None = None) -> str | None:
+    """Why a generation is unusable (``empty``, ``repetitive``, ``copy_of_prompt``,
+    ``copy_of_instruction``, ...), or None if fine — the shared checks of
+    :mod:`obliviate.augment.quality` (a minimal fallback if that module is absent)."""
     try:
-        from . import quality  # the shared checks (ULMR helper's module)
+        from .quality import degenerate_reason as shared
     except ImportError:
         return _fallback_degenerate(text)
-    fn = getattr(quality, "degenerate_reason", None)
-    if callable(fn):
-        try:
-            return fn(text, prompt) if prompt is not None else fn(text)
-        except TypeError:
-            return fn(text)
-    fn = getattr(quality, "is_degenerate", None)
-    if callable(fn):
-        return "degenerate" if fn(text) else None
-    return _fallback_degenerate(text)
+    return shared(text, prompt, instruction=instruction)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,20 +183,23 @@ def degenerate_reason(text: str, prompt: str | None = None) -> str | None:
 class _Chat:
     key: tuple            # (group, category, entity)
     messages: list[dict]
+    max_calls: int = 1
     responses: list[str] = field(default_factory=list)
     questions: list[str] = field(default_factory=list)
     done: bool = False
 
 
-def run_chats(gen: Generator, chats: list[_Chat], calls: int, cfg: SnapAugmentConfig, stats: Counter,
+def run_chats(gen: Generator, chats: list[_Chat], cfg: SnapAugmentConfig, stats: Counter,
               progress: bool = False) -> None:
     """Multi-turn question generation: every call continues each chat (answer appended, then
-    ``cfg.more_prompt``); all chats advance together so a batched backend sees them at once.
-    A chat whose answer is degenerate or holds no parsable list stops early."""
+    ``cfg.more_prompt``) until it has made ``max_calls`` calls; all chats advance together so a
+    batched backend sees them at once. A chat whose answer is degenerate or holds no parsable list
+    stops early."""
     from tqdm.auto import tqdm
 
-    for t in tqdm(range(calls), desc="question calls", disable=not progress):
-        active = [c for c in chats if not c.done]
+    rounds = max((c.max_calls for c in chats), default=0)
+    for t in tqdm(range(rounds), desc="question calls", disable=not progress):
+        active = [c for c in chats if not c.done and len(c.responses) < c.max_calls]
         if not active:
             break
         outs = gen.generate([c.messages for c in active], max_new_tokens=cfg.question_max_new_tokens,
@@ -214,10 +207,11 @@ def run_chats(gen: Generator, chats: list[_Chat], calls: int, cfg: SnapAugmentCo
         for c, out in zip(active, outs):
             stats["question_calls"] += 1
             c.responses.append(out)
-            why = degenerate_reason(out)
+            why = degenerate_reason(out, c.messages[-1]["content"])
             items = parse_list(out) if why is None else []
             if why is not None or not items:
                 stats["degenerate_question_calls"] += 1
+                stats[f"reason:{why or 'no_list'}"] += 1
                 c.done = True
                 continue
             c.questions.extend(items)
@@ -316,25 +310,21 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
         sentence_model = load_sentence_model(cfg.sentence_model)
 
     # 1. negative instructions, multi-turn per category ---------------------------------------
-    chats = [_Chat(("forget", c, target), [{"role": "user", "content": negative_prompt(c, target)}])
-             for c in cfg.categories]
-    # 4a. retaining questions (generated in the same rounds when possible) --------------------
+    chats = [_Chat(("forget", c, target), [{"role": "user", "content": negative_prompt(c, target)}],
+                   cfg.calls_per_category) for c in cfg.categories]
+    # 4a. retaining questions (generated in the same rounds as the negative ones) ---------------
     related: list[str] = []
     if cfg.retain_mode == "marvel":
-        rchats = [_Chat(("retain", c, None), [{"role": "user", "content": retain_marvel_prompt(c, target)}])
-                  for c in cfg.retain_categories]
-        retain_calls = cfg.calls_per_category
+        rchats = [_Chat(("retain", c, None), [{"role": "user", "content": retain_marvel_prompt(c, target)}],
+                        cfg.calls_per_category) for c in cfg.retain_categories]
     else:
         related = [r.strip() for r in cfg.related if r.strip()] or related_entities(generator, target, cfg.k_related,
                                                                                   cfg, cfg.aliases)
         if not related:
             log.warning("snap: no related entity (give --related or --k-related > 0): no retaining data")
-        rchats = [_Chat(("retain", c, e), [{"role": "user", "content": negative_prompt(c, e)}])
+        rchats = [_Chat(("retain", c, e), [{"role": "user", "content": negative_prompt(c, e)}], cfg.retain_calls)
                   for e in related for c in cfg.retain_categories]
-        retain_calls = cfg.retain_calls
-    run_chats(generator, chats, cfg.calls_per_category, cfg, stats, progress)
-    if rchats:
-        run_chats(generator, rchats, retain_calls, cfg, stats, progress)
+    run_chats(generator, chats + rchats, cfg, stats, progress)
 
     forget_q = [{"question": q, "category": c.key[1]} for c in chats for q in c.questions]
     retain_q = [{"question": q, "category": c.key[1], "entity": c.key[2]} for c in rchats for q in c.questions]
@@ -381,10 +371,11 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
         refusal = None
         if cfg.check_refusals:
             from ..evals.refusal import is_refusal as refusal
-        for q, a in zip(questions, outs):
-            why = degenerate_reason(a)
+        for q, req, a in zip(questions, requests, outs):
+            why = degenerate_reason(a, req, instruction=q["question"])
             if why is not None:
                 stats[f"degenerate_{what}"] += 1
+                stats[f"reason:{why}"] += 1
                 continue
             if refusal is not None and bool(refusal(a)) != want_refusal:
                 stats[f"{what}_wrong_kind"] += 1  # an "obliterated" answer that answers, or a refusing answer

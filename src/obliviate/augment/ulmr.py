@@ -188,7 +188,8 @@ class UlmrAugmentConfig:
     ``negative_temperature`` decodes the negative responses (greedy by default); retries use
     ``max(retry_temperature, temperature)`` with a new seed. ``answer_threshold`` is the
     content-word ROUGE-L recall of the original answer above which a negative response "still
-    states the answer"; ``check_entities`` also rejects one naming a key entity of the answer.
+    states the answer"; ``check_entities`` also rejects one naming a key entity of the answer;
+    ``require_instruction`` rejects a "rewrite" that is not a question or instruction.
     """
 
     n_rewrites: int = 2
@@ -203,6 +204,7 @@ class UlmrAugmentConfig:
     answer_threshold: float = 0.5
     rewrite_answer_threshold: float = 0.8
     check_entities: bool = True
+    require_instruction: bool = True
     limit: int | None = None
 
     def validate(self) -> None:
@@ -348,7 +350,7 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
             answer=rec.answer, answer_threshold=cfg.rewrite_answer_threshold, check_entities=False)
         if reason is None and text.strip().lower().startswith(("please rewrite", "please generate")):
             reason = "copy_of_prompt"
-        if reason is None and not quality.looks_like_instruction(text):
+        if reason is None and cfg.require_instruction and not quality.looks_like_instruction(text):
             reason = "not_instruction"
         return reason
 

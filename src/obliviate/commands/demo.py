@@ -60,7 +60,7 @@ def freeze_lower_layers(model, trainable_layers: int | None) -> int:
 DEFAULTS = {
     "teach_epochs": 4.0, "teach_lr": 3e-4, "teach_batch": 4, "teach_trainable_layers": 15,
     "unlearn_epochs": 3.0, "unlearn_lr": 1e-4, "unlearn_batch": 8,
-    "alpha": 0.3, "max_length": 160, "eval_max_new_tokens": 56,
+    "alpha": 0.5, "max_length": 160, "eval_max_new_tokens": 56,
     "n_rewrites": 2, "max_retries": 2,
 }
 
@@ -104,6 +104,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, author_index: int = 0, aut
     t_start = time.time()
     timings: dict[str, float] = {}
     torch.manual_seed(seed)
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5 and torch.get_num_threads() > 1:
+        # other processes already use every core: one thread avoids oversubscription (measured ~8x faster
+        # per step on a loaded 2-core machine); results are the same up to float rounding
+        torch.set_num_threads(1)
+        log("note: the CPU is busy with other processes; using 1 torch thread")
 
     source = data_source or default_tofu_source()
     full = load_tofu("full", source)

@@ -159,9 +159,10 @@ class SlicedWasserstein(Regularizer):
     n_projections: K random unit directions per tensor (SNAP's reference code uses 100).
     p: the order of the Wasserstein distance (2 by default).
     mode: ``"fresh"`` draws new directions at every call (the paper's Monte-Carlo estimate;
-        keeps a frozen copy of the regularized tensors), ``"fixed"`` draws them once in
-        :meth:`setup`, stores only the sorted reference projections sort(W_init U) — a (K, n)
-        matrix instead of the (n, d) weights — and keeps no copy of θ_init.
+        keeps a frozen copy of the regularized tensors), ``"fixed"`` uses the same directions at
+        every call, stores only the sorted reference projections sort(W_init U) — a (K, n)
+        matrix instead of the (n, d) weights — and keeps no copy of θ_init. Directions are never
+        stored: they are regenerated from a per-(seed, call, tensor) generator (:meth:`directions`).
     reduction, root: see the module docstring (default ``"sum"``, no root, as the reference code).
     include_1d: also regularize 1-D tensors (biases, norms) as n samples in R^1.
     name_filter: a regular expression; only parameters whose name matches (``re.search``) count.
