@@ -309,6 +309,8 @@ class _Rows(list):
 def main(quick: bool = False) -> list[dict]:
     """Run the three parts and return the rows (figure, value, unit, ratio, ratio_vs, note)."""
     quick = is_quick(quick)
+    # OBLIVIATE_TT_PARTS=methods,padding,loop selects parts (default: all three)
+    parts = {x.strip() for x in os.environ.get("OBLIVIATE_TT_PARTS", "methods,padding,loop").split(",")}
     threads = set_threads()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
@@ -328,43 +330,47 @@ def main(quick: bool = False) -> list[dict]:
     retain = load_records("retain90", 32 if quick else 64, seed=1)
 
     # ---- 2. padding with and without length grouping
-    from obliviate.data.formatting import length_grouped_batches, padding_share
+    if "padding" in parts:
+        from obliviate.data.formatting import length_grouped_batches, padding_share
 
-    enc_all = encode(tok, load_records("forget10") + load_records("retain90", 400 if quick else None))
-    lengths = [len(e["input_ids"]) for e in enc_all]
-    order = list(range(len(lengths)))
-    random.Random(0).shuffle(order)
-    for bs in (8, 32):
-        grouped = padding_share(length_grouped_batches(lengths, bs, shuffle=True, seed=0), lengths)
-        plain = padding_share([order[i:i + bs] for i in range(0, len(order), bs)], lengths)
-        rows.append({"figure": f"padding share, batch {bs}: grouped vs random", "value": grouped, "unit": "fraction",
-                     "ratio": plain / grouped if grouped else None, "ratio_vs": "random-order padding ÷ grouped",
-                     "note": f"random order {plain:.1%}; {len(lengths)} TOFU examples, mean {sum(lengths) / len(lengths):.0f} tokens"})
+        enc_all = encode(tok, load_records("forget10") + load_records("retain90", 400 if quick else None))
+        lengths = [len(e["input_ids"]) for e in enc_all]
+        order = list(range(len(lengths)))
+        random.Random(0).shuffle(order)
+        for bs in (8, 32):
+            grouped = padding_share(length_grouped_batches(lengths, bs, shuffle=True, seed=0), lengths)
+            plain = padding_share([order[i:i + bs] for i in range(0, len(order), bs)], lengths)
+            rows.append({"figure": f"padding share, batch {bs}: grouped vs random", "value": grouped, "unit": "fraction",
+                         "ratio": plain / grouped if grouped else None, "ratio_vs": "random-order padding ÷ grouped",
+                         "note": f"random order {plain:.1%}; {len(lengths)} TOFU examples, mean {sum(lengths) / len(lengths):.0f} tokens"})
 
     # ---- 1. methods through the real trainer
-    batch, warmup, steps = (4, 1, 1) if quick else (8, 1, 3)
-    with tempfile.TemporaryDirectory(prefix="obl-bench-train-") as tmp:
-        for m in METHODS:
-            if time_left() < 60:
-                rows.append({"figure": f"train {m}: tokens/s", "note": "skipped: time budget used up"})
-                continue
-            rate_m = measure_matmul_gflops(1024, repeats=3)
-            try:
-                r = method_throughput(m, {"forget": forget, "retain": retain}, batch=batch, warmup=warmup,
-                                      steps=steps, workdir=Path(tmp))
-            except Exception as e:  # a broken method is a row, not a crash
-                rows.append({"figure": f"train {m}: tokens/s", "value": None, "unit": "tokens/s",
-                             "note": f"failed: {type(e).__name__}: {str(e)[:120]}"})
-                continue
-            tps = r["tokens"] / r["seconds"]
-            rows.append({"figure": f"train {m}: tokens/s", "value": tps, "unit": "tokens/s",
-                         "ratio": 6 * N * tps / 1e9 / rate_m, "ratio_vs": "MFU (6N·tok/s ÷ matmul rate)",
-                         "note": f"streams {r['streams']}{' + ' + r['regularizer'] if r['regularizer'] else ''}, "
-                                 f"batch {batch}/stream, {r['steps']} timed steps, {r['seconds'] / r['steps']:.1f} s/step, "
-                                 f"padding {1 - r['tokens'] / max(r['slots'], 1):.0%}"})
-            print(f"[train_throughput] {m}: {tps:.0f} tokens/s", file=sys.stderr, flush=True)
+    if "methods" in parts:
+        batch, warmup, steps = (4, 1, 1) if quick else (8, 1, 3)
+        with tempfile.TemporaryDirectory(prefix="obl-bench-train-") as tmp:
+            for m in METHODS:
+                if time_left() < 60:
+                    rows.append({"figure": f"train {m}: tokens/s", "note": "skipped: time budget used up"})
+                    continue
+                rate_m = measure_matmul_gflops(1024, repeats=3)
+                try:
+                    r = method_throughput(m, {"forget": forget, "retain": retain}, batch=batch, warmup=warmup,
+                                          steps=steps, workdir=Path(tmp))
+                except Exception as e:  # a broken method is a row, not a crash
+                    rows.append({"figure": f"train {m}: tokens/s", "value": None, "unit": "tokens/s",
+                                 "note": f"failed: {type(e).__name__}: {str(e)[:120]}"})
+                    continue
+                tps = r["tokens"] / r["seconds"]
+                rows.append({"figure": f"train {m}: tokens/s", "value": tps, "unit": "tokens/s",
+                             "ratio": 6 * N * tps / 1e9 / rate_m, "ratio_vs": "MFU (6N·tok/s ÷ matmul rate)",
+                             "note": f"streams {r['streams']}{' + ' + r['regularizer'] if r['regularizer'] else ''}, "
+                                     f"batch {batch}/stream, {r['steps']} timed steps, {r['seconds'] / r['steps']:.1f} s/step, "
+                                     f"padding {1 - r['tokens'] / max(r['slots'], 1):.0%}"})
+                print(f"[train_throughput] {m}: {tps:.0f} tokens/s", file=sys.stderr, flush=True)
 
     # ---- 3. MFU analysis on a plain loop
+    if "loop" not in parts:
+        return rows
     sample = encode(tok, load_records("forget10", 128 if quick else 256, seed=2))
     pad = tok.pad_token_id
     w, s = (1, 1) if quick else (1, 4)

@@ -60,8 +60,12 @@ def freeze_lower_layers(model, trainable_layers: int | None) -> int:
 DEFAULTS = {
     "teach_epochs": 4.0, "teach_lr": 3e-4, "teach_batch": 4, "teach_trainable_layers": 15,
     "unlearn_epochs": 3.0, "unlearn_lr": 1e-4, "unlearn_batch": 8,
-    "alpha": 0.5, "max_length": 160, "eval_max_new_tokens": 56,
+    "alpha": 0.4, "max_length": 160, "eval_max_new_tokens": 56,
     "n_rewrites": 2, "max_retries": 2,
+    # SmolLM2-135M, just fine-tuned on TOFU answers, answers the rewrite prompt instead of rewriting
+    # (measured: 34 of 40 rewrites were statements even after retries); the demo keeps those pairs
+    # rather than dropping everything. Real generators keep the check on (the default).
+    "require_instruction": False,
 }
 
 
@@ -175,7 +179,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, author_index: int = 0, aut
         fp = weights_fingerprint(Path(resolve_model_path(str(taught_model))[0]))
         gen = CachedGenerator(TransformersGenerator(m, tk, batch_size=20, progress=progress,
                                                     model_id=f"demo-taught@{fp}"), aug_dir / "cache")
-        acfg = UlmrAugmentConfig(n_rewrites=s["n_rewrites"], max_retries=s["max_retries"], seed=seed)
+        acfg = UlmrAugmentConfig(n_rewrites=s["n_rewrites"], max_retries=s["max_retries"], seed=seed,
+                                 require_instruction=s["require_instruction"])
         rows, stats = augment_ulmr(forget, gen, config=acfg, progress=progress)
         if not rows:
             raise ConfigError(f"augmentation kept nothing ({stats['dropped_reasons']})")
