@@ -5,7 +5,9 @@
 Every script ``benchmarks/<name>.py`` of :data:`SUITE` runs in its own subprocess (a clean peak-RSS
 figure per benchmark; a crash or hang cannot take the suite down) through
 ``common.run_script_to_json``, which calls the script's ``main(quick=...)`` and stores its rows.
-A missing, failing or timed-out script becomes a row saying so. The combined table (benchmark,
+A missing, failing or timed-out script becomes a row saying so (a timed-out script that saved
+rows with ``common.checkpoint_rows`` still contributes them; scripts that read
+``common.time_left()`` skip what would not fit their limit). The combined table (benchmark,
 figure, value, unit, ratio, what the ratio compares against, note) is printed and written
 atomically to ``--out`` (default ``benchmarks/results/cpu.md``, or ``gpu.md`` on a CUDA machine),
 followed by each script's own full table.

@@ -18,7 +18,10 @@ Three parts, each a group of table rows:
 
 The matmul rate is measured right before each group, because the machine may be shared: compare
 MFU figures, not raw tokens/s, between runs. ``--quick`` keeps the whole script to a few minutes on
-2 cores.
+2 idle cores. ``OBLIVIATE_TT_PARTS=padding,methods,loop`` and ``OBLIVIATE_TT_METHODS=npo,snap``
+select parts / methods; ``$OBLIVIATE_BENCH_DEADLINE`` (set by ``run.py``) makes the script skip, with
+a row saying so, whatever no longer fits its time limit, and every row is saved as it is measured
+(``checkpoint_rows``) so that a time-out still reports the rows measured before it.
 """
 
 from __future__ import annotations
@@ -348,7 +351,8 @@ def main(quick: bool = False) -> list[dict]:
     if "methods" in parts:
         batch, warmup, steps = (4, 1, 1) if quick else (8, 1, 3)
         with tempfile.TemporaryDirectory(prefix="obl-bench-train-") as tmp:
-            for m in METHODS:
+            chosen = [m for m in os.environ.get("OBLIVIATE_TT_METHODS", ",".join(METHODS)).split(",") if m]
+            for m in chosen:
                 if time_left() < 60:
                     rows.append({"figure": f"train {m}: tokens/s", "note": "skipped: time budget used up"})
                     continue
