@@ -40,87 +40,9 @@ from typing import Any, Literal, Sequence
 from .augment.ulmr import UlmrAugmentConfig
 from .config import ConfigError, check_range, from_dict, load_config
 from .data.records import DataError, QARecord
+from .data.sources import TOFU_HUB, default_rwku_source, default_tofu_source, resolve_records  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-#: where ``tofu:<split>`` reads TOFU from when nothing says otherwise
-TOFU_HUB = "locuslab/TOFU"
-
-
-# ---------------------------------------------------------------------------------------------
-# data sources
-# ---------------------------------------------------------------------------------------------
-def default_tofu_source() -> str:
-    """``$OBLIVIATE_TOFU``, else ``../shared/data/tofu`` (relative to the working directory or to the
-    repository this package lives in) when that folder exists, else the hub name ``locuslab/TOFU``."""
-    env = os.environ.get("OBLIVIATE_TOFU")
-    if env:
-        return env
-    here = Path(__file__).resolve()
-    for cand in (Path.cwd().parent / "shared" / "data" / "tofu", here.parents[3] / "shared" / "data" / "tofu"
-                 if len(here.parents) > 3 else None):
-        if cand is not None and (cand / "full.jsonl").is_file():
-            return str(cand)
-    return TOFU_HUB
-
-
-def default_rwku_source() -> str:
-    """``$OBLIVIATE_RWKU``, else ``../shared/data/rwku`` when present, else ``jinzhuoran/RWKU``."""
-    env = os.environ.get("OBLIVIATE_RWKU")
-    if env:
-        return env
-    here = Path(__file__).resolve()
-    for cand in (Path.cwd().parent / "shared" / "data" / "rwku", here.parents[3] / "shared" / "data" / "rwku"
-                 if len(here.parents) > 3 else None):
-        if cand is not None and cand.is_dir():
-            return str(cand)
-    return "jinzhuoran/RWKU"
-
-
-def resolve_records(spec: str | os.PathLike, *, tofu_source: str | None = None,
-                    rwku_source: str | None = None) -> list[QARecord]:
-    """Records for a data spec: a file / saved dataset (``read_records``), ``tofu:<split>`` or
-    ``rwku:<target>[:<split>]`` (default split ``forget_level2``, the QA probes).
-
-    ``tofu:<split>`` may select authors of the split with ``tofu:<split>[a:b]`` (authors a..b−1,
-    20 QA each, e.g. ``tofu:full[0:4]``). A path that exists always wins over a shorthand.
-    """
-    s = str(spec)
-    prefix, sep, rest = s.partition(":")
-    if sep and prefix in ("tofu", "rwku") and not os.path.exists(s):
-        if prefix == "tofu":
-            from .data.tofu import TOFU_QA_PER_AUTHOR, load_tofu
-
-            split, sl = rest, None
-            if "[" in rest and rest.endswith("]"):
-                split, _, rng = rest[:-1].partition("[")
-                a, colon, b = rng.partition(":")
-                try:
-                    lo, hi = int(a or 0), int(b) if b else None
-                except ValueError:
-                    raise DataError(f"{s}: author range must look like [a:b] with integers") from None
-                if not colon:
-                    hi = lo + 1
-                sl = (lo, hi)
-            recs = load_tofu(split, tofu_source or default_tofu_source())
-            if sl is not None:
-                lo, hi = sl
-                recs = recs[lo * TOFU_QA_PER_AUTHOR: None if hi is None else hi * TOFU_QA_PER_AUTHOR]
-                if not recs:
-                    raise DataError(f"{s}: no authors in that range")
-            return recs
-        from .data.rwku import load_rwku
-
-        target, _, split = rest.partition(":")
-        items = load_rwku(target, split or "forget_level2", rwku_source or default_rwku_source())
-        recs = [i for i in items if isinstance(i, QARecord)]
-        if not recs:
-            raise DataError(f"{s}: split has no question/answer items")
-        return recs
-    from .data.readers import read_records
-
-    return read_records(spec)
-
 
 # ---------------------------------------------------------------------------------------------
 # configuration

@@ -5,17 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-#: data shorthands: ``tofu:<split>`` (TOFU from the hub or --tofu-source)
-SHORTHANDS = {"tofu": "obliviate.data.tofu"}
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "train", help="unlearn with one method (ulmr, snap, ga, graddiff, kl, dpo, idkdpo, npo, npo_rt, ...)",
         description="Train a model with an unlearning method's loss terms. The method's preset gives the defaults; "
                     "--config (YAML of TrainConfig fields) and --set key=value override them. Data files: JSON, "
                     "JSONL, CSV or a saved HF dataset with question/answer fields, or tofu:<split> "
-                    "(e.g. tofu:forget01). Writes DIR/model, DIR/train_log.jsonl, DIR/config.yaml, DIR/manifest.json.")
+                    "(e.g. tofu:forget01, tofu:full[0:4]) or rwku:<target>[:<split>]. Writes DIR/model, DIR/train_log.jsonl, DIR/config.yaml, DIR/manifest.json.")
     p.add_argument("--method", help="method preset name (see --list)")
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="hub id, HF folder, .gguf file or the embedded default (default: %(default)s)")
@@ -29,36 +25,21 @@ def register(sub) -> None:
                    help="override a config field, e.g. --set lr=1e-5 --set lora.r=8 --set term_weights.retain_nll=0.5")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter (r=16, alpha=32, all linear layers)")
     p.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in DIR/checkpoints")
-    p.add_argument("--tofu-source", default=os.environ.get("OBLIVIATE_TOFU", "locuslab/TOFU"),
-                   help="where tofu:<split> reads TOFU: hub id or a local folder (default: $OBLIVIATE_TOFU or "
-                        "%(default)s)")
+    p.add_argument("--tofu-source", default=None,
+                   help="where tofu:<split> reads TOFU: hub id or a local folder (default: $OBLIVIATE_TOFU, else "
+                        "../shared/data/tofu when present, else locuslab/TOFU)")
+    p.add_argument("--rwku-source", default=None,
+                   help="where rwku:<target> reads RWKU (default: $OBLIVIATE_RWKU, ../shared/data/rwku, jinzhuoran/RWKU)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     p.add_argument("--show-preset", metavar="NAME", help="print a method's preset YAML (to copy and edit) and exit")
     p.set_defaults(func=run)
 
 
-def read_stream(source: str, tofu_source: str):
-    """Records from a file / dataset folder, or from ``tofu:<split>``."""
-    import importlib
-
-    from ..data.records import DataError
-
-    prefix, sep, rest = source.partition(":")
-    if sep and prefix in SHORTHANDS and not os.path.exists(source):
-        try:
-            mod = importlib.import_module(SHORTHANDS[prefix])
-        except ModuleNotFoundError as e:
-            raise DataError(f"{source}: the {prefix} loader is not available ({e})") from e
-        return mod.load_tofu(rest, tofu_source)
-    from ..data.readers import read_records
-
-    return read_records(source)
-
-
 def run(args) -> int:
     from ..config import ConfigError
     from ..data.records import DataError
+    from ..data.sources import resolve_records
     from ..methods import get_method, method_names, preset_path
 
     if args.list:
@@ -95,7 +76,7 @@ def run(args) -> int:
     streams = {}
     for s, src in files.items():
         if src and (s in needed):
-            streams[s] = read_stream(src, args.tofu_source)
+            streams[s] = resolve_records(src, tofu_source=args.tofu_source, rwku_source=args.rwku_source)
             if not streams[s]:
                 raise DataError(f"{src}: no records", source=src)
     unused = [f"--{s}" for s, src in files.items() if src and s not in needed]
