@@ -19,6 +19,7 @@ under 15 minutes on 2 CPU cores (each script also gets a wall-clock limit, ``--t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -80,12 +81,18 @@ def run_one(name: str, script: Path, quick: bool, timeout: int, workdir: Path) -
     src = HERE.parent / "src"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     t0 = time.perf_counter()
+    # own process group, so that a time-out also ends the script's own subprocesses
+    proc = subprocess.Popen(cmd, env=env, cwd=str(HERE.parent), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, env=env, cwd=str(HERE.parent), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
-        log, code = proc.stdout, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        log = (e.stdout or b"").decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        log, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
         rows = json.loads(partial.read_text()).get("rows", []) if partial.is_file() else []
         return {"status": f"timeout after {timeout} s" + (f" ({len(rows)} rows measured before)" if rows else ""),
                 "rows": rows, "seconds": time.perf_counter() - t0, "peak_rss_mb": None, "log": log}

@@ -283,3 +283,27 @@ def test_cli_augment_snap(tmp_path, tiny_model_dir, monkeypatch):
     assert (out / "manifest.json").is_file() and (out / "cache").is_dir()
     rc = main(["augment", "snap", "--target", "X", "--out", str(out), "--calls-per-category", "0"])
     assert rc == 2
+
+
+class AnsweringGenerator(ScriptedGenerator):
+    """Ignores the Appendix E instruction and answers (what SmolLM2-135M does)."""
+
+    def _one(self, msgs):
+        if msgs[-1]["content"].startswith(OBLITERATED_PROMPT):
+            return "Stephen King wrote Carrie in 1974 and lives in Maine."
+        return super()._one(msgs)
+
+
+def test_non_refusals_dropped_or_replaced_by_fallback(tmp_path):
+    cfg = SnapAugmentConfig(target="Peter Parker", categories=["General"], calls_per_category=1,
+                            related=["Harry Osborn"], retain_categories=["General"], train_size=1)
+    s = augment_snap(AnsweringGenerator(), cfg, tmp_path / "drop")
+    assert s["counts"]["forget_train"] == 0 and s["generation"]["obliterated_wrong_kind"] >= 1
+    cfg.fallback_response = REFUSAL_TEXT
+    s = augment_snap(AnsweringGenerator(), cfg, tmp_path / "fb")
+    rows = read_jsonl(tmp_path / "fb" / "forget_train.jsonl") + read_jsonl(tmp_path / "fb" / "forget_eval.jsonl")
+    assert rows and all(r["answer"] == REFUSAL_TEXT for r in rows)
+    assert s["generation"]["obliterated_fallback"] == len(rows)
+
+
+REFUSAL_TEXT = "I'm sorry, but I do not have access to information about that, so I cannot answer it."

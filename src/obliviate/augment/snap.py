@@ -117,6 +117,7 @@ class SnapAugmentConfig:
     top_p: float = 1.0
     seed: int = 0
     check_refusals: bool = True             # drop obliterated responses that are not refusals (and vice versa)
+    fallback_response: str | None = None    # use this text where the generated obliterated response is unusable
 
     def validate(self) -> None:
         """Check every option; raise :class:`ConfigError` naming the option and its allowed values."""
@@ -371,15 +372,20 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
         refusal = None
         if cfg.check_refusals:
             from ..evals.refusal import is_refusal as refusal
+        fallback = cfg.fallback_response if want_refusal else None
         for q, req, a in zip(questions, requests, outs):
             why = degenerate_reason(a, req, instruction=q["question"])
             if why is not None:
                 stats[f"degenerate_{what}"] += 1
                 stats[f"reason:{why}"] += 1
-                continue
-            if refusal is not None and bool(refusal(a)) != want_refusal:
+            elif refusal is not None and bool(refusal(a)) != want_refusal:
                 stats[f"{what}_wrong_kind"] += 1  # an "obliterated" answer that answers, or a refusing answer
-                continue
+                why = "wrong_kind"
+            if why is not None:
+                if not fallback:
+                    continue
+                stats[f"{what}_fallback"] += 1
+                a = fallback
             keep_q.append(q)
             keep_a.append(a.strip())
         return keep_q, keep_a
@@ -453,7 +459,8 @@ def render_report(summary: dict, files: dict[str, list[dict]], dedup_report: dic
               f"- question calls: {g.get('question_calls', 0)} "
               f"(degenerate or unparsable, chat stopped: {g.get('degenerate_question_calls', 0)})",
               f"- degenerate obliterated responses: {g.get('degenerate_obliterated', 0)}; "
-              f"not refusals: {g.get('obliterated_wrong_kind', 0)}",
+              f"not refusals: {g.get('obliterated_wrong_kind', 0)}; replaced by the fallback response: "
+              f"{g.get('obliterated_fallback', 0)}",
               f"- degenerate retaining answers: {g.get('degenerate_retain_answers', 0)}; "
               f"refusals: {g.get('retain_answers_wrong_kind', 0)}"]
     if summary.get("cache"):

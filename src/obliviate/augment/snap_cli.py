@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--retain-categories", nargs="+", default=list(RETAIN_CATEGORIES), choices=RETAIN_CATEGORIES,
                    metavar="CAT")
     r.add_argument("--retain-calls", type=int, default=1, help="calls per (related entity, category)")
+    r.add_argument("--fallback-response", default=None, metavar="TEXT",
+                   help="obliterated response to use where the generator's is degenerate or not a refusal "
+                        "(weak local generators), instead of dropping the question")
     r.add_argument("--no-refusal-check", action="store_true",
                    help="keep obliterated responses that are not refusals (and retaining answers that are)")
     s = p.add_argument_group("split")
@@ -69,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> SnapAugmentConfig:
         train_per_category=args.train_per_category, threshold=args.threshold, sentence_model=args.sentence_model,
         question_max_new_tokens=args.question_max_new_tokens, answer_max_new_tokens=args.answer_max_new_tokens,
         question_temperature=args.temperature, answer_temperature=args.answer_temperature, seed=args.seed,
-        check_refusals=not args.no_refusal_check)
+        check_refusals=not args.no_refusal_check, fallback_response=args.fallback_response)
     if args.more_prompt:
         cfg.more_prompt = args.more_prompt
     cfg.validate()
