@@ -62,3 +62,14 @@ def test_typed_config_validation(tmp_path):
         from_dict(Cfg, {"inner": {"alpha": 2}})
     with pytest.raises(ConfigError, match="key.sub=value"):
         apply_overrides({}, ["novalue"])
+
+
+def test_run_dispatches_target_configs_and_validates(capsys):
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "snap.yaml"
+    assert main(["run", str(cfg), "--dry-run", "--set", "mode=batch"]) == 0
+    out = capsys.readouterr().out
+    assert "mode: batch" in out and "Stephen King" in out
+    assert main(["run", str(cfg), "--dry-run", "--set", "mode=parallel"]) == 2
+    assert "mode: 'parallel' is not one of" in capsys.readouterr().err

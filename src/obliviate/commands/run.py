@@ -25,10 +25,13 @@ def run(args) -> int:
 
     import yaml
 
-    from ..config import to_dict
+    from ..config import apply_overrides, read_yaml, to_dict
     from ..pipeline import load_run_config, run_pipeline
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    raw = apply_overrides(read_yaml(args.config), overrides)
+    if "targets" in raw:  # a SNAP-style run over named targets (configs/snap.yaml)
+        return _run_targets(raw, args)
     cfg = load_run_config(args.config, overrides)
     if args.dry_run:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
@@ -43,4 +46,30 @@ def run(args) -> int:
         vals = "  ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))
         print(f"{label:18s} {vals}")
     print(f"run directory: {cfg.out} ({time.time() - t:.1f}s; report.md, metrics.json, manifest.json)")
+    return 0
+
+
+def _run_targets(raw: dict, args) -> int:
+    """Dispatch a config with ``targets`` (SNAP / Euclidean / Fisher, single, batch or sequential)."""
+    import time
+
+    import yaml
+
+    from ..config import from_dict, to_dict
+    from ..sequential import SnapRunConfig, run_snap_pipeline
+
+    out = raw.pop("out", None) or f"runs/{raw.get('method', 'snap')}"
+    cfg = from_dict(SnapRunConfig, raw)
+    cfg.validate()
+    cfg.parsed_targets()
+    if args.dry_run:
+        print(yaml.safe_dump({"out": out, **to_dict(cfg)}, sort_keys=False, allow_unicode=True), end="")
+        return 0
+    t = time.time()
+    summary = run_snap_pipeline(cfg, out)
+    final = summary.get("metrics") or {}
+    vals = "  ".join(f"{k}={v:.3f}" for k, v in final.items() if isinstance(v, float))
+    if vals:
+        print(vals)
+    print(f"run directory: {out} ({time.time() - t:.1f}s; summary.md, metrics.json, manifest.json)")
     return 0
