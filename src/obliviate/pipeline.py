@@ -33,12 +33,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from .augment.ulmr import UlmrAugmentConfig
-from .config import ConfigError, check_range, from_dict, load_config
+from .config import ConfigError, check_range, load_config
 from .data.records import DataError, QARecord
 from .data.sources import TOFU_HUB, default_rwku_source, default_tofu_source, resolve_records  # noqa: F401 (re-exported)
 

@@ -26,7 +26,6 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm

@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..data.formatting import encode_example, length_grouped_batches, pad_batch, prompt_text
+from ..data.formatting import encode_example, length_grouped_batches, pad_batch
 
 __all__ = [
     "sequence_logprobs",

@@ -268,7 +268,7 @@ def tofu_report(metrics: dict[str, Any], *, model: str = "", title: str = "TOFU 
     row = f"| {model or 'model'} | " + " | ".join(_pct(metrics.get(k)) for _, cols in groups for _, k in cols) + " |"
     fq = metrics.get("forget_quality")
     lines = [f"# {title}", "", f"- model: `{model}`", f"- forget split: {metrics.get('forget_split')}",
-             f"- items: " + ", ".join(f"{s} {metrics[f'{s}_n']}" for s in TOFU_SETS if f"{s}_n" in metrics),
+             "- items: " + ", ".join(f"{s} {metrics[f'{s}_n']}" for s in TOFU_SETS if f"{s}_n" in metrics),
              f"- greedy answers of at most {metrics.get('max_new_tokens')} new tokens", "",
              "## ULMR Table 3 columns (×100)", "",
              "R = ROUGE-L recall, P = probability (normalised over options for real authors / world facts), "

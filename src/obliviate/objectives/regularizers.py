@@ -32,7 +32,6 @@ also because d(x^{1/p})/dx is infinite at x = 0, i.e. at the very first step whe
 from __future__ import annotations
 
 import logging
-import math
 import re
 from typing import Any, Callable, Iterable, Literal
 
