@@ -56,7 +56,7 @@ def freeze_lower_layers(model, trainable_layers: int | None) -> int:
     return n_frozen
 
 
-#: Settings tuned so that forget recall falls clearly and retain recall stays within 0.1 (docs/sections/ulmr.md).
+#: Settings tuned so that forget recall falls clearly and retain recall stays within 0.1 (README, "obliviate demo").
 DEFAULTS = {
     "teach_epochs": 4.0, "teach_lr": 3e-4, "teach_batch": 4, "teach_trainable_layers": 15,
     "unlearn_epochs": 3.0, "unlearn_lr": 1e-4, "unlearn_batch": 8,
