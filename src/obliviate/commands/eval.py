@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from . import add_dispatch
 
 #: subcommand -> module implementing ``add_arguments(parser)`` and ``run(args) -> int``
 SUITES = {
@@ -14,15 +14,4 @@ SUITES = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a model (tofu | rwku | refusal | lm-eval)")
-    suites = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    for name, mod in SUITES.items():
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        q = suites.add_parser(name, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else name)
-        module.add_arguments(q)
-        q.set_defaults(func=module.run)
+    add_dispatch(sub, "eval", "evaluate a model (tofu | rwku | refusal | lm-eval)", SUITES, "suite")
