@@ -228,3 +228,23 @@ def write_eval_run(out_dir: str | os.PathLike, *, benchmark: str, metrics: Mappi
             manifest.add_output(p)
         paths["manifest"] = manifest.write(benchmark=benchmark, **to_jsonable(dict(context)))
     return paths
+
+
+def check_data_source(source: str, benchmark: str):
+    """Validate ``--data-source``: a hub id passes as is (returns None); a local path must be a
+    folder (returned as a Path), else a clear error naming the option."""
+    from pathlib import Path
+
+    from ..data.readers import is_local_source
+    from ..data.records import DataError
+
+    try:
+        local = is_local_source(source)
+    except DataError as e:
+        raise DataError(f"--data-source: {e}") from None
+    if not local:
+        return None
+    src = Path(source).expanduser()
+    if not src.is_dir():
+        raise FileNotFoundError(f"--data-source {src}: not a folder (give a local {benchmark} folder or a hub id)")
+    return src

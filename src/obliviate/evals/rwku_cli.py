@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_out_dir,
+from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_data_source, check_out_dir,
                      load_model_from_args, positive_int, resolve_system_prompt, start_manifest, write_eval_run)
 
 DEFAULT_SOURCE = "jinzhuoran/RWKU"
@@ -40,8 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _validate(args) -> list[str]:
     from ..config import ConfigError
-    from ..data.readers import is_local_source
-    from ..data.records import DataError
     from ..data.rwku import resolve_rwku_target
     from ..models import resolve_model_path
     from .rwku import RWKU_UTILITY
@@ -51,14 +48,8 @@ def _validate(args) -> list[str]:
     bad = [u for u in util if u not in RWKU_UTILITY]
     if bad:
         raise ConfigError(f"--utility: unknown set(s) {bad}; allowed: {', '.join(RWKU_UTILITY)} or 'none'")
-    try:
-        local = is_local_source(args.data_source)
-    except DataError as e:
-        raise DataError(f"--data-source: {e}") from None
-    if local:
-        src = Path(args.data_source).expanduser()
-        if not src.is_dir():
-            raise FileNotFoundError(f"--data-source {src}: not a folder (give a local RWKU folder or a hub id)")
+    src = check_data_source(args.data_source, "RWKU")
+    if src is not None:
         resolve_rwku_target(args.target, src)  # unknown target -> DataError listing the known ones
     resolve_model_path(args.model)
     return util

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import gc
 import time
-from pathlib import Path
 
-from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_out_dir,
+from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_data_source, check_out_dir,
                      load_model_from_args, resolve_system_prompt, start_manifest, write_eval_run)
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -43,8 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _validate(args) -> list[str]:
     from ..config import ConfigError
-    from ..data.readers import is_local_source
-    from ..data.records import DataError
     from ..models import resolve_model_path
     from .tofu import TOFU_SETS
 
@@ -52,14 +49,7 @@ def _validate(args) -> list[str]:
     bad = [s for s in sets if s not in TOFU_SETS]
     if bad or not sets:
         raise ConfigError(f"--sets: unknown set(s) {bad or args.sets!r}; allowed: {', '.join(TOFU_SETS)}")
-    try:
-        local = is_local_source(args.data_source)
-    except DataError as e:
-        raise DataError(f"--data-source: {e}") from None
-    if local:
-        src = Path(args.data_source).expanduser()
-        if not src.is_dir():
-            raise FileNotFoundError(f"--data-source {src}: not a folder (give a local TOFU folder or a hub id)")
+    check_data_source(args.data_source, "TOFU")
     if args.retain_result:
         from .tofu import load_retain_truth_ratios
 
