@@ -119,9 +119,15 @@ class StepClock:
             Trainer.training_step, CallbackHandler.on_step_begin, CallbackHandler.on_step_end = orig_ts, orig_b, orig_e
 
 
-def method_throughput(method: str, streams: dict, *, batch: int, warmup: int, steps: int, workdir: Path) -> dict:
-    """Run ``train_unlearning`` for ``warmup + steps`` optimizer steps; time the last ``steps``."""
+def method_throughput(method: str, streams: dict, *, batch: int, warmup: int, steps: int, workdir: Path,
+                      response_window: bool = True) -> dict:
+    """Run ``train_unlearning`` for ``warmup + steps`` optimizer steps; time the last ``steps``.
+
+    ``response_window=False`` makes the terms compute logits over every position (the path before
+    ``obliviate.objectives.forget.causal_lm_logits``), for the A/B row of the table.
+    """
     from obliviate.models import load_model
+    from obliviate.objectives import forget as forget_terms
     from obliviate.train import resolve_train_config, train_unlearning
 
     model, tok = load_model(MODEL, dtype="fp32", device="cpu")
@@ -129,8 +135,12 @@ def method_throughput(method: str, streams: dict, *, batch: int, warmup: int, st
                                         "gradient_checkpointing": False, "logging_steps": 1, "bf16": False})
     clock = StepClock()
     t0 = time.perf_counter()
-    with clock.install():
-        train_unlearning(model, tok, streams, cfg, workdir / method)
+    forget_terms.USE_RESPONSE_WINDOW = response_window
+    try:
+        with clock.install():
+            train_unlearning(model, tok, streams, cfg, workdir / f"{method}-{int(response_window)}")
+    finally:
+        forget_terms.USE_RESPONSE_WINDOW = True
     wall = time.perf_counter() - t0
     timed = clock.steps[warmup:]
     sec = sum(s for s, _, _ in timed)
@@ -148,11 +158,18 @@ def _streams_of(cfg) -> list[str]:
 
 
 # --------------------------------------------------------------------------- plain loop
-def lm_loss(model, batch: dict, *, label_positions: bool = False) -> torch.Tensor:
+def lm_loss(model, batch: dict, *, label_positions: bool | str = False) -> torch.Tensor:
     """Mean next-token NLL over label tokens; with ``label_positions`` the lm_head and softmax run
-    only on positions whose next token is a label (mathematically the same loss)."""
+    only on positions whose next token is a label (boolean-mask gather), with ``"window"`` only on
+    the trailing window that holds every label (the trainer's ``causal_lm_logits``); the loss is
+    mathematically the same."""
     if not label_positions:
         return model(**{k: v for k, v in batch.items() if k != "n_real"}).loss
+    if label_positions == "window":  # the trainer's way: a contiguous slice, no gather / scatter
+        from obliviate.objectives.forget import causal_lm_logits, mean_token_nll
+
+        kw = {k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch}
+        return mean_token_nll(causal_lm_logits(model, kw), batch["labels"])
     kw = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     hidden = model.model(**kw).last_hidden_state
     labels = batch["labels"][:, 1:]
@@ -230,7 +247,7 @@ def make_batches(examples: list[dict], batch: int, pad_id: int, *, grouped: bool
     return [pad_batch([examples[i] for i in b], pad_id) for b in idx if len(b) == batch]
 
 
-def loop_throughput(model, opt, batches: list[dict], *, warmup: int, steps: int, label_positions: bool = False,
+def loop_throughput(model, opt, batches: list[dict], *, warmup: int, steps: int, label_positions: bool | str = False,
                     split: bool = False) -> dict:
     """fwd + bwd + AdamW step over ``warmup + steps`` batches; times (and tokens of) the last ``steps``."""
     model.train()
@@ -312,8 +329,8 @@ class _Rows(list):
 def main(quick: bool = False) -> list[dict]:
     """Run the three parts and return the rows (figure, value, unit, ratio, ratio_vs, note)."""
     quick = is_quick(quick)
-    # OBLIVIATE_TT_PARTS=methods,padding,loop selects parts (default: all three)
-    parts = {x.strip() for x in os.environ.get("OBLIVIATE_TT_PARTS", "methods,padding,loop").split(",")}
+    # OBLIVIATE_TT_PARTS=methods,window,padding,loop selects parts (default: all four)
+    parts = {x.strip() for x in os.environ.get("OBLIVIATE_TT_PARTS", "methods,window,padding,loop").split(",")}
     threads = set_threads()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
@@ -372,6 +389,28 @@ def main(quick: bool = False) -> list[dict]:
                                      f"padding {1 - r['tokens'] / max(r['slots'], 1):.0%}"})
                 print(f"[train_throughput] {m}: {tps:.0f} tokens/s", file=sys.stderr, flush=True)
 
+    # ---- 1b. the trainer with and without response-window logits (same method, same data, same run)
+    if "window" in parts:
+        batch, warmup, steps = (8, 1, 2) if quick else (8, 1, 4)
+        with tempfile.TemporaryDirectory(prefix="obl-bench-window-") as tmp:
+            res = {}
+            for flag in (True, False):
+                if time_left() < 90:
+                    rows.append({"figure": f"trainer ga, response window {'on' if flag else 'off'}",
+                                 "note": "skipped: time budget used up"})
+                    continue
+                res[flag] = method_throughput("ga", {"forget": forget}, batch=batch, warmup=warmup, steps=steps,
+                                              workdir=Path(tmp), response_window=flag)
+            if len(res) == 2:
+                tps = {f: r["tokens"] / r["seconds"] for f, r in res.items()}
+                rate_w = measure_matmul_gflops(1024, repeats=3)
+                for flag in (True, False):
+                    rows.append({"figure": f"trainer ga, logits on {'the response window' if flag else 'every position'}",
+                                 "value": tps[flag], "unit": "tokens/s", "ratio": tps[flag] / tps[False],
+                                 "ratio_vs": "÷ every-position logits",
+                                 "note": f"batch {batch}, {res[flag]['steps']} timed steps, "
+                                         f"MFU {6 * N * tps[flag] / 1e9 / rate_w:.2f}"})
+
     # ---- 3. MFU analysis on a plain loop
     if "loop" not in parts:
         return rows
@@ -410,6 +449,10 @@ def main(quick: bool = False) -> list[dict]:
         row("batch 8, lm_head+CE at response positions only", r,
             f"lm_head = {lm_head_flop_share(model, sample):.0%} of 6N FLOPs; responses are "
             f"{sum(sum(1 for x in e['labels'] if x != -100) for e in sample) / sum(len(e['input_ids']) for e in sample):.0%} of tokens")
+    if fits("batch 8, response window (slice)"):
+        r = loop_throughput(model, opt, grouped8, warmup=w, steps=s, label_positions="window")
+        row("batch 8, response window (slice)", r, "logits_to_keep = positions from the first response token on "
+            "(what the trainer does)")
     packed = pack(sample, 256, rows_per_batch=3)
     if fits("packed 3 rows × 256 tokens"):
         err = packing_error(model, sample[:4])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +228,75 @@ def test_cli_eval_tofu_embedded_default(tmp_path):
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert all(r["generation"] for r in rows)
     assert "forget01" in (out / "report.md").read_text()
+
+
+def test_eval_data_source_defaults_like_data_specs(tiny_model_dir, monkeypatch):
+    """Without --data-source, eval tofu / rwku read where tofu:/rwku: specs read ($OBLIVIATE_*, ../shared/data)."""
+    from obliviate.cli import build_parser
+    from obliviate.data.sources import default_rwku_source, default_tofu_source
+    from obliviate.evals import rwku_cli, tofu_cli
+
+    monkeypatch.delenv("OBLIVIATE_TOFU", raising=False)
+    monkeypatch.delenv("OBLIVIATE_RWKU", raising=False)
+    p = build_parser()
+    a = p.parse_args(["eval", "tofu", "--model", str(tiny_model_dir), "--out", "/tmp/x"])
+    assert a.data_source is None
+    tofu_cli._validate(a)
+    assert a.data_source == default_tofu_source()
+    if TOFU_DIR.is_dir():
+        assert Path(a.data_source).resolve() == TOFU_DIR.resolve()
+    b = p.parse_args(["eval", "rwku", "--model", str(tiny_model_dir), "--target", "Stephen King", "--out", "/tmp/y"])
+    rwku_cli._validate(b)
+    assert b.data_source == default_rwku_source()
+    monkeypatch.setenv("OBLIVIATE_TOFU", str(TOFU_DIR))
+    c = p.parse_args(["eval", "tofu", "--model", str(tiny_model_dir), "--out", "/tmp/z"])
+    tofu_cli._validate(c)
+    assert c.data_source == str(TOFU_DIR)
+
+
+def test_common_prefix_groups():
+    shots = list(range(100, 160))  # a 60-token few-shot prefix
+    enc = [shots + [1, 2, 3], [7, 8, 9, 10], shots + [4, 5], shots[:50] + [6], shots + [1, 2, 3, 9]]
+    groups = S.common_prefix_groups(enc, min_prefix=16)
+    by_member = {i: pre for pre, members in groups.items() for i in members}
+    assert sorted(by_member) == [0, 1, 2, 3, 4]
+    # the prompts built on the shots share one group; the one that shares only 50 of them (still at least half
+    # of its own length) joins it, and the group's prefix is what all of them share
+    assert by_member[0] == by_member[2] == by_member[3] == by_member[4] == tuple(shots[:50])
+    # the short unrelated prompt is alone, keyed by all but its last token
+    assert by_member[1] == (7, 8, 9)
+    assert sorted(S.common_prefix_groups(enc[:3], min_prefix=16)[tuple(shots)]) == [0, 2]
+    for pre, members in groups.items():
+        for m in members:
+            assert tuple(enc[m][:len(pre)]) == pre and len(enc[m]) > len(pre)
+
+
+def test_next_token_logprobs_shared_prefix_equals_flat(tiny_model, tokenizer):
+    """Few-shot prompts of one task: the shared-prefix path gives the flat path's numbers."""
+    shots = "".join(f"Question: what is {i} plus {i}?\nA. {2 * i}\nB. {i}\nAnswer: A\n\n" for i in range(1, 6))
+    prompts = [shots + f"Question: what is {q}?\nA. yes\nB. no\nAnswer:" for q in ("7 times 3", "the sky", "a cat")]
+    prompts += ["Another task entirely.\nAnswer:", shots.replace("plus", "minus") + "Question: 9?\nAnswer:"]
+    cand = [tokenizer.encode(" A", add_special_tokens=False)[-1], tokenizer.encode(" B", add_special_tokens=False)[-1]]
+    flat = S.next_token_logprobs(tiny_model, tokenizer, prompts, cand, batch_size=3, share_prefix=False)
+    shared = S.next_token_logprobs(tiny_model, tokenizer, prompts, cand, batch_size=3, share_prefix=True)
+    auto = S.next_token_logprobs(tiny_model, tokenizer, prompts, cand, batch_size=3)
+    for a, b, c in zip(flat, shared, auto):
+        assert a == pytest.approx(b, abs=1e-4) and a == pytest.approx(c, abs=1e-4)
+
+
+def test_generate_from_text_stop_regex_keeps_first_match(tiny_model, tokenizer):
+    """Stopping at the first regex match gives a prefix of the full generation with the same first match."""
+    import re
+
+    prompts = ["Q: name a colour.\nA:", "Q: count to three.\nA:", "Tell me something."]
+    full = S.generate_from_text(tiny_model, tokenizer, prompts, max_new_tokens=24, batch_size=3)
+    # a pattern that matches early in at least one row's full text
+    pat = next(p for p in (r"[a-z]{2}", r"\w\w", r"\S") if any(re.search(p, t[:-3] or "x") for t in full))
+    cut = S.generate_from_text(tiny_model, tokenizer, prompts, max_new_tokens=24, batch_size=3, stop_regex=pat)
+    shorter = 0
+    for f, c in zip(full, cut):
+        assert f.startswith(c)
+        mf, mc = re.search(pat, f), re.search(pat, c)
+        assert (mf is None) == (mc is None) and (mf is None or mf.group(0) == mc.group(0))
+        shorter += len(c) < len(f)
+    assert shorter >= 1

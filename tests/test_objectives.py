@@ -243,3 +243,48 @@ def test_every_trained_preset_validates():
                 continue  # SNAP's regularizers module not installed in this checkout
         cfg = resolve_train_config(name)
         assert cfg.method == name
+
+
+def test_response_window_logits_match_full_logits(tokenizer, tiny_model):
+    """Terms read the logits of the response window only; their values equal the full-logits ones."""
+    from obliviate.objectives.forget import (causal_lm_logits, mean_token_nll, response_window,
+                                             sequence_logprobs as seq_lp)
+
+    _, batch = _batch(tokenizer)
+    labels = batch["labels"]
+    t = labels.shape[1]
+    first = min(int(row.ne(-100).nonzero()[0]) for row in labels)
+    assert response_window(labels) == t - (first - 1) < t  # the prompt positions are skipped
+    win = causal_lm_logits(tiny_model, batch)
+    full = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert win.shape[1] == response_window(labels) and full.shape[1] == t
+    assert torch.allclose(win, full[:, t - win.shape[1]:], atol=1e-5)
+    assert torch.allclose(mean_token_nll(win, labels), mean_token_nll(full, labels), atol=1e-5)
+    assert torch.allclose(seq_lp(win, labels), seq_lp(full, labels), atol=1e-4)
+    # a batch with no response tokens at all keeps every position
+    assert response_window(torch.full_like(labels, -100)) == t
+
+
+def test_kl_and_npo_with_window_equal_direct_full_logits(tokenizer, tiny_model):
+    """KL (live reference) and NPO (uncached) on windowed logits equal the full-sequence formulas."""
+    import torch.nn.functional as F
+
+    _, batch = _batch(tokenizer)
+    ref = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ctx = StepContext(reference=ref)
+    kl = KLRetain(stream="retain")(tiny_model, {"retain": batch}, ctx)
+    inp = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    with torch.no_grad():
+        lq = torch.log_softmax(tiny_model(**inp).logits[:, :-1], -1)
+        lp = torch.log_softmax(ref(**inp).logits[:, :-1], -1)
+    mask = batch["labels"][:, 1:].ne(-100)
+    direct = (lp.exp() * (lp - lq)).sum(-1)[mask].mean()
+    assert torch.allclose(kl, direct, atol=1e-5)
+    npo = NPO(beta=0.1, cache=False)(tiny_model, {"forget": batch}, StepContext(reference=ref))
+    full_pol = sequence_logprobs(tiny_model(**inp).logits, batch["labels"])
+    full_ref = sequence_logprobs(ref(**inp).logits, batch["labels"])
+    direct_npo = -(2 / 0.1) * F.logsigmoid(-0.1 * (full_pol - full_ref)).mean()
+    assert torch.allclose(npo, direct_npo, atol=1e-4)

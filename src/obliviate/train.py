@@ -386,15 +386,16 @@ def _trainer_classes():
                         total = reg.weight * v if total is None else total + reg.weight * v
             finally:
                 clear_step_cache(self.ctx)
-            for k, v in parts.items():
-                self._term_sums[k] = self._term_sums.get(k, 0.0) + float(v.float().item())
+            for k, v in parts.items():  # summed as tensors: no device sync per step, one at logging time
+                v = v.float()
+                self._term_sums[k] = v if k not in self._term_sums else self._term_sums[k] + v
             self._term_count += 1
             return (total, None) if return_outputs else total
 
         def log(self, logs, start_time=None):
             if "loss" in logs and self._term_count:
                 for k, v in self._term_sums.items():
-                    logs[k] = round(v / self._term_count, 6)
+                    logs[k] = round(float(v) / self._term_count, 6)
                 self._term_sums, self._term_count = {}, 0
             return super().log(logs, start_time)
 

@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--rewrite-max-new-tokens", type=int, default=64, help="token budget of a rewrite")
     p.add_argument("--answer-threshold", type=float, default=0.5,
                    help="reject a negative response whose content-word ROUGE-L recall of the original answer is >= this")
+    p.add_argument("--allow-statement-rewrites", action="store_true",
+                   help="keep rewrites that are statements rather than questions/instructions (turns off the "
+                        "not_instruction check; small generators often answer instead of rewriting)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size (transformers backend)")
     p.add_argument("--limit", type=int, default=None, help="only the first N forget pairs")
@@ -54,7 +57,8 @@ def run(args) -> int:
     cfg = UlmrAugmentConfig(n_rewrites=args.n_rewrites, max_retries=args.max_retries, temperature=args.temperature,
                             negative_temperature=args.negative_temperature, max_new_tokens=args.max_new_tokens,
                             rewrite_max_new_tokens=args.rewrite_max_new_tokens, seed=args.seed,
-                            answer_threshold=args.answer_threshold, limit=args.limit)
+                            answer_threshold=args.answer_threshold, limit=args.limit,
+                            require_instruction=not args.allow_statement_rewrites)
     cfg.validate()
     out = Path(args.out)
     spec = args.generator or f"transformers:{args.model}"

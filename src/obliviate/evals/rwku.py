@@ -35,6 +35,8 @@ from . import metrics as M
 from .scoring import generate_from_text, mean_loss, next_token_logprobs, score_continuations
 
 RWKU_UTILITY = ("mmlu", "bbh", "truthfulqa", "triviaqa", "fluency")
+#: RWKU's BBH answer extraction (the first match); generation of a row stops once it matches
+BBH_ANSWER = r"[tT]he answer is (.*?)\."
 RWKU_PROBES = ("forget", "neighbor", "mia")
 DEFAULT_MAX_NEW_TOKENS = 30
 _CHOICE_LETTERS = "ABCDEFGHIJ"
@@ -229,10 +231,11 @@ def evaluate_rwku(model, tokenizer, target: str, *, source: str | os.PathLike = 
             p = prompt_text(tokenizer, user, system=sys_)
             ps.append(p + ("A:" if p[-1] in "\n " else " A:"))
         gens = generate_from_text(model, tokenizer, ps, max_new_tokens=bbh_max_new_tokens,
-                                  batch_size=max(1, batch_size // 4), progress="rwku: bbh" if progress else False)
+                                  batch_size=max(1, batch_size // 4), progress="rwku: bbh" if progress else False,
+                                  stop_regex=BBH_ANSWER)
         ems = []
         for r, g in zip(items, gens):
-            m = re.search(r"[tT]he answer is (.*?)\.", g)
+            m = re.search(BBH_ANSWER, g)
             pred = (m.group(1).strip() if m else g.strip()) or "NOANSWER"
             em = M.exact_match(pred, r.answer)
             ems.append(em)

@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, metavar="NAME",
                    help="unlearning target: a name ('Stephen King') or RWKU folder name ('1_Stephen_King')")
     add_output_arguments(p)
-    p.add_argument("--data-source", default=DEFAULT_SOURCE, metavar="PATH_OR_HUB",
-                   help=f"RWKU hub dataset id or local folder of <n>_<Target>/ folders (default {DEFAULT_SOURCE})")
+    p.add_argument("--data-source", default=None, metavar="PATH_OR_HUB",
+                   help=f"RWKU hub dataset id or local folder of <n>_<Target>/ folders (default: $OBLIVIATE_RWKU, else ../shared/data/... when present, else {DEFAULT_SOURCE})")
     p.add_argument("--utility", default=",".join(RWKU_UTILITY),
                    help=f"comma-separated utility sets, or 'none' (default {','.join(RWKU_UTILITY)})")
     add_batch_arguments(p, batch_size=32, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _validate(args) -> list[str]:
+    if args.data_source is None:  # same default as the tofu:/rwku: data specs
+        from ..data.sources import default_rwku_source
+
+        args.data_source = default_rwku_source()
     from ..config import ConfigError
     from ..data.rwku import resolve_rwku_target
     from ..models import resolve_model_path

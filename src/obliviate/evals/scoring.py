@@ -128,10 +128,26 @@ def _score_shared(model, items, todo, batch_size, pad_token_id, progress, result
     groups: dict[tuple[int, ...], list[int]] = {}
     for i in todo:
         groups.setdefault(tuple(items[i][0]), []).append(i)
-    # split big groups, then pack groups (sorted by prefix length) into batches of <= batch_size continuations
+    desc = progress if isinstance(progress, str) else "score"
+    batches = _pack_prefix_groups(groups, batch_size, lambda i: len(items[i][1]))
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        idx = [i for _, members in batch for i in members]
+        last, out2, c_ids, c_mask, rows_t = _forward_on_shared_prefixes(
+            model, batch, [list(items[i][1]) for i in idx], pad_token_id, device)
+        logits = torch.cat([last[rows_t][:, None, :], out2.logits[:, :-1, :].float()], dim=1)  # (C, Lc, V)
+        tok_lp = _token_logprobs(logits, c_ids) * c_mask
+        sums = tok_lp.sum(-1).tolist()
+        for r, i in enumerate(idx):
+            results[i] = (float(sums[r]), len(items[i][1]))
+        del out2
+
+
+def _pack_prefix_groups(groups: dict, batch_size: int, cont_len) -> list[list[tuple[tuple[int, ...], list[int]]]]:
+    """Split prefix groups into chunks of <= ``batch_size`` members and pack the chunks (longest
+    prefixes first) into batches of at most ``batch_size`` continuations."""
     chunks = [(pre, members[k:k + batch_size]) for pre, members in groups.items()
               for k in range(0, len(members), batch_size)]
-    chunks.sort(key=lambda c: (-len(c[0]), -max(len(items[i][1]) for i in c[1])))
+    chunks.sort(key=lambda c: (-len(c[0]), -max(cont_len(i) for i in c[1])))
     batches: list[list[tuple[tuple[int, ...], list[int]]]] = []
     cur: list = []
     for c in chunks:
@@ -141,35 +157,71 @@ def _score_shared(model, items, todo, batch_size, pad_token_id, progress, result
         cur.append(c)
     if cur:
         batches.append(cur)
-    desc = progress if isinstance(progress, str) else "score"
-    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        prefixes = [list(pre) for pre, _ in batch]
-        pp = pad_batch([{"input_ids": p, "attention_mask": [1] * len(p)} for p in prefixes], pad_token_id,
-                       padding_side="left", keys=("input_ids", "attention_mask"))
-        p_ids, p_mask = pp["input_ids"].to(device), pp["attention_mask"].to(device)
-        p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
-        last = out.logits[:, -1, :].float()  # (G, V): predicts each continuation's first token
-        cache = out.past_key_values
-        rows = [g for g, (_, members) in enumerate(batch) for _ in members]
-        idx = [i for _, members in batch for i in members]
-        rows_t = torch.tensor(rows, device=device)
-        cache.batch_select_indices(rows_t)
-        conts = [list(items[i][1]) for i in idx]
-        cp = pad_batch([{"input_ids": c, "attention_mask": [1] * len(c)} for c in conts], pad_token_id,
-                       padding_side="right", keys=("input_ids", "attention_mask"))
-        c_ids, c_mask = cp["input_ids"].to(device), cp["attention_mask"].to(device)
-        plen = p_mask.sum(-1)[rows_t]  # true prefix lengths
-        c_pos = plen[:, None] + torch.arange(c_ids.shape[1], device=device)[None, :]
-        full_mask = torch.cat([p_mask[rows_t], c_mask], dim=1)
-        out2 = model(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache,
-                     use_cache=True)
-        logits = torch.cat([last[rows_t][:, None, :], out2.logits[:, :-1, :].float()], dim=1)  # (C, Lc, V)
-        tok_lp = _token_logprobs(logits, c_ids) * c_mask
-        sums = tok_lp.sum(-1).tolist()
-        for r, i in enumerate(idx):
-            results[i] = (float(sums[r]), len(items[i][1]))
-        del out, out2, cache
+    return batches
+
+
+def _forward_on_shared_prefixes(model, batch, conts: list[list[int]], pad_token_id: int, device):
+    """Run the distinct prefixes of ``batch`` once (left-padded, KV cache kept, last-position logits),
+    repeat each cache row for its members (``batch_select_indices``) and run the continuations
+    ``conts`` (right-padded, positions continuing each prefix) on top of it.
+
+    Returns ``(last_prefix_logits (G, V), continuation outputs, c_ids, c_mask, rows)`` where
+    ``rows[r]`` is the prefix group of continuation ``r``.
+    """
+    prefixes = [list(pre) for pre, _ in batch]
+    pp = pad_batch([{"input_ids": p, "attention_mask": [1] * len(p)} for p in prefixes], pad_token_id,
+                   padding_side="left", keys=("input_ids", "attention_mask"))
+    p_ids, p_mask = pp["input_ids"].to(device), pp["attention_mask"].to(device)
+    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
+    last = out.logits[:, -1, :].float()  # (G, V): predicts each continuation's first token
+    cache = out.past_key_values
+    rows_t = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=device)
+    cache.batch_select_indices(rows_t)
+    cp = pad_batch([{"input_ids": c, "attention_mask": [1] * len(c)} for c in conts], pad_token_id,
+                   padding_side="right", keys=("input_ids", "attention_mask"))
+    c_ids, c_mask = cp["input_ids"].to(device), cp["attention_mask"].to(device)
+    plen = p_mask.sum(-1)[rows_t]  # true prefix lengths
+    c_pos = plen[:, None] + torch.arange(c_ids.shape[1], device=device)[None, :]
+    full_mask = torch.cat([p_mask[rows_t], c_mask], dim=1)
+    out2 = model(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache,
+                 use_cache=True)
+    return last, out2, c_ids, c_mask, rows_t
+
+
+def common_prefix_groups(encoded: Sequence[Sequence[int]], *, min_prefix: int = 32,
+                         min_share: float = 0.5) -> dict[tuple[int, ...], list[int]]:
+    """Group token sequences that share a long common prefix (few-shot prompts of one task).
+
+    Sequences are sorted; neighbours join one group while their common prefix is at least
+    ``min_prefix`` tokens and ``min_share`` of the newcomer's length. A group's key is the prefix
+    all its members share, cut so that every member keeps at least one token after it (a
+    singleton's key is all but its last token). Returns ``{prefix: [indices]}``.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: tuple(encoded[i]))
+
+    def lcp(a, b) -> int:
+        n = min(len(a), len(b))
+        k = 0
+        while k < n and a[k] == b[k]:
+            k += 1
+        return k
+
+    groups: list[tuple[int, list[int]]] = []
+    for i in order:
+        if groups:
+            plen, members = groups[-1]
+            k = min(lcp(encoded[members[-1]], encoded[i]), plen)
+            if k >= min_prefix and k >= min_share * len(encoded[i]):
+                groups[-1] = (k, members + [i])
+                continue
+        groups.append((len(encoded[i]), [i]))
+    out: dict[tuple[int, ...], list[int]] = {}
+    for plen, members in groups:
+        plen = min([plen] + [len(encoded[m]) - 1 for m in members])
+        key = tuple(encoded[members[0]][:plen])
+        out.setdefault(key, []).extend(members)
+    return out
 
 
 def _supports_shared_prefix(model) -> bool:
@@ -272,12 +324,15 @@ def score_continuations(model, tokenizer, prefixes: Sequence[str], continuations
 @torch.no_grad()
 def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidate_ids: Sequence[int], *,
                         batch_size: int = 8, max_length: int | None = 2048,
-                        progress: bool | str = False) -> list[list[float]]:
+                        progress: bool | str = False, share_prefix: bool | None = None) -> list[list[float]]:
     """For each raw-text prompt, ``log p(next token = c | prompt)`` for every candidate token id ``c``.
 
     One forward per length-grouped batch, keeping only the last position's logits (the log-softmax
     is over the full vocabulary). Used for MMLU-style multiple choice: the prediction is the
     candidate letter with the highest log-probability. Over-long prompts are cut from the left.
+    ``share_prefix`` (default: on when prompts share long prefixes, :func:`common_prefix_groups`,
+    and the architecture supports it) runs each shared prefix once and only the prompts' own
+    tails on top of its KV cache; the numbers are the same.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -292,14 +347,35 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidate_ids:
             ids = ids[-max_length:]
         encoded.append(ids)
     out: list[list[float]] = [[] for _ in prompts]
-    batches = length_grouped_batches([len(e) for e in encoded], batch_size, shuffle=False)
     was_training = model.training
     model.eval()
     device = model_device(model)
     cand = torch.tensor(list(candidate_ids), dtype=torch.long, device=device)
+    desc = progress if isinstance(progress, str) else "choices"
+    groups = common_prefix_groups(encoded) if share_prefix is not False and len(encoded) > 1 else {}
+    if share_prefix is None:
+        share_prefix = bool(groups) and len(groups) <= 0.75 * len(encoded) and _supports_shared_prefix(model)
+    if share_prefix:
+        # few-shot prompts of one task share their shots: run that prefix once per group, then only
+        # each prompt's own tail on top of its KV cache (RWKU MMLU: 57 tasks x 3 questions)
+        try:
+            for batch in tqdm(_pack_prefix_groups(groups, batch_size, lambda i: len(encoded[i]) - 1), desc=desc,
+                              disable=not progress, leave=False):
+                idx = [i for _, members in batch for i in members]
+                conts = [list(encoded[i][len(pre):]) for pre, members in batch for i in members]
+                _, out2, _, c_mask, _ = _forward_on_shared_prefixes(model, batch, conts, _pad_id(tokenizer), device)
+                last_pos = c_mask.sum(-1) - 1
+                logits = out2.logits[torch.arange(len(idx), device=device), last_pos].float()
+                lp = torch.log_softmax(logits, dim=-1)[:, cand]
+                for r, i in enumerate(idx):
+                    out[i] = [float(v) for v in lp[r].tolist()]
+                del out2
+        finally:
+            model.train(was_training)
+        return out
+    batches = length_grouped_batches([len(e) for e in encoded], batch_size, shuffle=False)
     try:
-        for batch in tqdm(batches, desc=progress if isinstance(progress, str) else "choices",
-                          disable=not progress, leave=False):
+        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
             padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
                                _pad_id(tokenizer), padding_side="left", keys=("input_ids", "attention_mask"))
             logits = _forward_last(model, padded["input_ids"].to(device), padded["attention_mask"].to(device), 1)
@@ -347,14 +423,32 @@ def generate_answers(model, tokenizer, questions: Sequence[str], *, max_new_toke
 
 
 @torch.no_grad()
+class RegexStop:
+    """A transformers stopping criterion: a row is done once its generated text matches ``pattern``."""
+
+    def __init__(self, tokenizer, pattern: str, prompt_width: int):
+        import re
+
+        self.tokenizer = tokenizer
+        self.pattern = re.compile(pattern)
+        self.width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([bool(self.pattern.search(t)) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 32, batch_size: int = 16,
                        stop_strings: Sequence[str] | None = None, max_length: int | None = 2048,
-                       progress: bool | str = False) -> list[str]:
+                       progress: bool | str = False, stop_regex: str | None = None) -> list[str]:
     """Greedy continuations of already-rendered prompt texts (batched, left padding, KV cache).
 
     For benchmarks whose prompt does not end at the chat template's generation point (RWKU
     appends ``"Answer:"`` after it). ``stop_strings`` end a row early (e.g. ``["\\n"]`` for RWKU's
-    one-line answers) and the text is cut at the first stop string. Results keep input order.
+    one-line answers) and the text is cut at the first stop string. ``stop_regex`` ends a row as
+    soon as its text so far matches (e.g. BBH's ``the answer is (.*?)\\.``): the text is kept whole,
+    so a caller that extracts the first match gets what the full-length generation would give,
+    without decoding the tokens after it. Results keep input order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -382,8 +476,13 @@ def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_toke
             padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
                                pad, padding_side="left", keys=("input_ids", "attention_mask"))
             width = padded["input_ids"].shape[1]
+            extra = {}
+            if stop_regex:
+                from transformers import StoppingCriteriaList
+
+                extra["stopping_criteria"] = StoppingCriteriaList([RegexStop(tokenizer, stop_regex, width)])
             gen = model.generate(input_ids=padded["input_ids"].to(device),
-                                 attention_mask=padded["attention_mask"].to(device), **kwargs)
+                                 attention_mask=padded["attention_mask"].to(device), **kwargs, **extra)
             for r, i in enumerate(batch):
                 text = tokenizer.decode(gen[r, width:], skip_special_tokens=True)
                 for s in stop_strings or ():

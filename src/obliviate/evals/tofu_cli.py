@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arguments(p)
     p.add_argument("--forget-split", default="forget01", choices=FORGET_SPLITS,
                    help="TOFU forget split that was unlearned (default forget01)")
-    p.add_argument("--data-source", default=DEFAULT_SOURCE, metavar="PATH_OR_HUB",
-                   help=f"TOFU hub dataset id or local folder of <split>.jsonl files (default {DEFAULT_SOURCE})")
+    p.add_argument("--data-source", default=None, metavar="PATH_OR_HUB",
+                   help=f"TOFU hub dataset id or local folder of <split>.jsonl files (default: $OBLIVIATE_TOFU, else ../shared/data/... when present, else {DEFAULT_SOURCE})")
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--retain-model", metavar="MODEL",
                      help="retain model (fine-tuned without the forget set): its forget-set truth ratios are "
@@ -41,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _validate(args) -> list[str]:
+    if args.data_source is None:  # same default as the tofu:/rwku: data specs
+        from ..data.sources import default_tofu_source
+
+        args.data_source = default_tofu_source()
     from ..config import ConfigError
     from ..models import resolve_model_path
     from .tofu import TOFU_SETS

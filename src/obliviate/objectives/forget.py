@@ -31,9 +31,58 @@ def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
+def response_window(labels: torch.Tensor) -> int:
+    """How many trailing positions of a batch a response-only loss reads: ``T − s``, where ``s`` is
+    the position just before the earliest response token of any row (``labels != IGNORE_INDEX``).
+
+    Position ``t`` predicts token ``t + 1``, so the logits at positions ``s .. T−1`` cover every
+    response token of every row; the prompt positions before ``s`` never reach a loss and need no
+    vocabulary projection (for chat-formatted QA that is about half of all positions).
+    """
+    has = labels.ne(IGNORE_INDEX)
+    t = labels.shape[1]
+    rows = has.any(dim=1)
+    if not bool(rows.any()):
+        return t
+    first = torch.where(rows, has.float().argmax(dim=1), torch.full_like(rows, t, dtype=torch.long))
+    return t - max(int(first.min()) - 1, 0)
+
+
+_NO_LOGITS_TO_KEEP: set[type] = set()
+#: compute logits on the response window only (set False to measure the full-sequence path:
+#: ``benchmarks/train_throughput.py``); the loss values are the same either way
+USE_RESPONSE_WINDOW = True
+
+
+def causal_lm_logits(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of ``model`` on ``batch`` for the last :func:`response_window` positions only.
+
+    Uses the ``logits_to_keep`` argument of transformers' causal LMs, so the output projection (and
+    every loss on top of it) skips the prompt positions; models without that argument return all
+    positions. The loss helpers below align ``labels`` to whatever window the logits cover.
+    """
+    inputs = model_inputs(batch)
+    labels = batch.get("labels")
+    keep = response_window(labels) if labels is not None and USE_RESPONSE_WINDOW else 0
+    if keep and keep < labels.shape[1] and type(model) not in _NO_LOGITS_TO_KEEP:
+        try:
+            return model(**inputs, use_cache=False, logits_to_keep=keep).logits
+        except TypeError as e:
+            if "logits_to_keep" not in str(e):
+                raise
+            _NO_LOGITS_TO_KEEP.add(type(model))
+    return model(**inputs, use_cache=False).logits
+
+
+def align_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The columns of ``labels`` that match ``logits`` when the logits cover only the last positions."""
+    return labels[:, labels.shape[1] - logits.shape[1]:]
+
+
 def stream_logits(model, batches: Mapping[str, Mapping[str, torch.Tensor]], stream: str,
                   ctx: StepContext | None = None) -> torch.Tensor:
-    """Logits of ``model`` on ``batches[stream]``, computed once per step and stream.
+    """Logits of ``model`` on ``batches[stream]`` (response window, :func:`causal_lm_logits`),
+    computed once per step and stream.
 
     The result is memoised in ``ctx.cache["_step"]`` (the trainer empties it after every
     step) so that several terms reading the same stream cost one forward pass.
@@ -46,7 +95,7 @@ def stream_logits(model, batches: Mapping[str, Mapping[str, torch.Tensor]], stre
         key = (id(model), stream)
         if key in memo:
             return memo[key]
-    logits = model(**model_inputs(batches[stream]), use_cache=False).logits
+    logits = causal_lm_logits(model, batches[stream])
     if memo is not None:
         memo[key] = logits
     return logits
@@ -62,7 +111,10 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
     Returns ``(nll, mask)``, both of shape ``[B, T-1]``: ``nll[b, t] = -log p(labels[b, t+1] |
     tokens ≤ t)`` (0 where the label is ``IGNORE_INDEX``), ``mask`` 1.0 on response tokens.
+    When ``logits`` cover only the last positions (:func:`causal_lm_logits`), ``labels`` are
+    aligned to them first and the outputs have that window's width minus one.
     """
+    labels = align_labels(labels, logits)
     shift_logits = logits[:, :-1, :]
     shift_labels = labels[:, 1:]
     b, t, v = shift_logits.shape

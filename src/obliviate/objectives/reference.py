@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import StepContext
-from .forget import model_inputs, sequence_logprobs
+from .forget import align_labels, causal_lm_logits, sequence_logprobs
 
 SEQ_KEY = "seq_logp"
 TOPK_KEY = "topk_logp"
@@ -82,13 +82,14 @@ def _eval_mode(module):
 
 @torch.no_grad()
 def reference_logits(reference, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of the frozen reference on one stream batch (eval mode, no gradient)."""
+    """Logits of the frozen reference on one stream batch (eval mode, no gradient), over the same
+    response window as the trained model's (:func:`~obliviate.objectives.forget.causal_lm_logits`)."""
     if reference is None:
         raise RuntimeError("this term needs the reference model, but none was kept for training")
     dev = _device_of(reference)
     with _eval_mode(reference):
-        inputs = {k: v.to(dev) for k, v in model_inputs(batch).items()}
-        return reference(**inputs, use_cache=False).logits
+        inputs = {k: v.to(dev) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+        return causal_lm_logits(reference, inputs)
 
 
 def _batches(loader: Iterable, desc: str):
@@ -149,7 +150,7 @@ def ensure_topk_logprobs(ctx: StepContext, stream: str, loaders: Mapping[str, An
     for batch in _batches(loaders[stream], f"reference top-{k} ({stream})"):
         logits = reference_logits(ctx.reference, batch)
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        mask = batch["labels"][:, 1:].to(logp.device).ne(-100)
+        mask = align_labels(batch["labels"], logits)[:, 1:].to(logp.device).ne(-100)
         top_lp, top_ids = logp.topk(k, dim=-1)
         log_in = torch.logsumexp(top_lp, dim=-1)
         log_rest = torch.log(-torch.expm1(log_in.clamp(max=-1e-7)))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import StepContext, Term
-from .forget import STREAMS, stream_logits
+from .forget import STREAMS, align_labels, stream_logits
 from .reference import ensure_topk_logprobs, lookup_topk, reference_logits
 
 
@@ -57,7 +57,7 @@ class KLRetain(Term):
     def __call__(self, model, batches, ctx: StepContext) -> torch.Tensor:
         batch = batches[self.stream]
         logits = stream_logits(model, batches, self.stream, ctx)
-        mask = batch["labels"][:, 1:].ne(-100)
+        mask = align_labels(batch["labels"], logits)[:, 1:].ne(-100)
         logq = torch.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # [N, V]
         if logq.shape[0] == 0:
             return logits.sum() * 0.0
