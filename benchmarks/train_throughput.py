@@ -1,11 +1,15 @@
 """Training throughput of the unlearning methods on SmolLM2-135M with real TOFU data, and what limits it.
 
-Three parts, each a group of table rows:
+Four parts, each a group of table rows:
 
 1. **methods**: tokens/s of ``obliviate.train.train_unlearning`` (the real HF-Trainer path: every loss
    term, reference caches, the SWD regularizer) for ga, graddiff, kl, npo, ulmr and snap, timed per
    optimizer step after a warm-up step. Tokens are the real (non-padding) tokens of all streams in
    the step; model FLOP utilisation (MFU) = 6 · parameters · tokens/s / measured fp32 matmul rate.
+1b. **window**: the same trainer (GA, batch 8) with the terms' logits computed on the response
+   window only (``obliviate.objectives.forget.causal_lm_logits``, the default) vs on every
+   position, in one run: the ratio is what skipping the prompt positions' vocabulary projection
+   and loss buys.
 2. **padding**: the share of padded token slots with the trainer's length grouping vs plain random
    batches, over the whole TOFU forget10 + retain90 sets (no model needed), and the measured real
    tokens/s of both.
@@ -18,7 +22,7 @@ Three parts, each a group of table rows:
 
 The matmul rate is measured right before each group, because the machine may be shared: compare
 MFU figures, not raw tokens/s, between runs. ``--quick`` keeps the whole script to a few minutes on
-2 idle cores. ``OBLIVIATE_TT_PARTS=padding,methods,loop`` and ``OBLIVIATE_TT_METHODS=npo,snap``
+2 idle cores. ``OBLIVIATE_TT_PARTS=padding,methods,window,loop`` and ``OBLIVIATE_TT_METHODS=npo,snap``
 select parts / methods; ``$OBLIVIATE_BENCH_DEADLINE`` (set by ``run.py``) makes the script skip, with
 a row saying so, whatever no longer fits its time limit, and every row is saved as it is measured
 (``checkpoint_rows``) so that a time-out still reports the rows measured before it.

@@ -1,4 +1,5 @@
-"""Multi-process training: 2-process CPU DDP (gloo, torchrun) gives the weights of 1 process.
+"""Multi-process training: 2-process CPU DDP (gloo, torchrun) gives the weights of 1 process; under
+FSDP2 (rows sharded over 2 CPU ranks) the SWD regularizer and the reference cache match the unsharded model.
 
 The tiny Llama (real SmolLM2 tokenizer) is trained for 2 steps with ``obliviate.train.train_unlearning``
 under ``torchrun --nproc_per_node 2`` with per-device batch 2, and in this process with batch 4 (the
@@ -149,3 +150,116 @@ def test_two_process_ddp_matches_single_process(tokenizer, tmp_path):
         assert den > 0, f"{m}: training did not move the weights"
         rel = (num / den) ** 0.5
         assert rel < 1e-4, f"{m}: DDP update differs from the single-process update by {rel:.2e} (relative)"
+
+
+#: Run by each torchrun process: FSDP2 (fully_shard, rows of every weight sharded over 2 ranks) on CPU.
+FSDP_WORKER = r'''
+import json, sys
+import torch, torch.distributed as dist
+torch.set_num_threads(1)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from obliviate.data.formatting import encode_example, pad_batch
+from obliviate.objectives.base import StepContext
+from obliviate.objectives.reference import ensure_sequence_logprobs
+from obliviate.objectives.regularizers import SlicedWasserstein
+from obliviate.train import stream_loader
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+model_dir, out_json = sys.argv[1:3]
+tok = AutoTokenizer.from_pretrained(model_dir)
+mesh = init_device_mesh("cpu", (world,))
+
+
+def load(shard):
+    m = AutoModelForCausalLM.from_pretrained(model_dir)
+    if shard:  # FSDP2 cannot be deep-copied: every sharded model is loaded and wrapped afresh
+        for layer in m.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(m, mesh=mesh)
+    return m
+
+
+full, sharded = load(False), load(True)
+qa = [("Who wrote Blue Sky?", "Ana Torres wrote it."), ("Where was she born?", "In Lima, Peru."),
+      ("What is two plus two?", "Four."), ("Name a colour.", "Blue.")]
+enc = [dict(encode_example(tok, q, a, max_length=64), sample_id=i) for i, (q, a) in enumerate(qa)]
+res = {}
+
+# 1. SWD: value and gradients (together with a data loss, as in a training step) on the sharded model
+for mode in ("fixed", "fresh"):
+    regs = {}
+    for name, m in (("full", full), ("sharded", sharded)):
+        regs[name] = SlicedWasserstein(0.1, n_projections=8, mode=mode, seed=3)
+        regs[name].setup(m)
+    g = torch.Generator().manual_seed(11)
+    noise = {n: 0.02 * torch.randn(p.shape, generator=g) for n, p in full.named_parameters()}
+    fm, sm = full, sharded
+    with torch.no_grad():
+        for n, p in fm.named_parameters():
+            p.add_(noise[n])
+        for n, p in sm.named_parameters():
+            p.to_local().add_(noise[n].chunk(world, dim=0)[rank])
+    batch = pad_batch(enc, tok.pad_token_id)
+    out = {}
+    for name, m in (("full", fm), ("sharded", sm)):
+        # the trainer's order: the terms' forward first, then the regularizer on the (unwrapped) model
+        loss = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        sw = regs[name](m)
+        (loss + 0.1 * sw).backward()
+        out[name] = float(sw)
+    worst = 0.0
+    shards = 0
+    for (n, pf), (_, ps) in zip(fm.named_parameters(), sm.named_parameters()):
+        if pf.grad is None:
+            continue
+        local = ps.grad.to_local() if hasattr(ps.grad, "to_local") else ps.grad
+        want = pf.grad.chunk(world, dim=0)[rank]
+        worst = max(worst, float((local - want).abs().max() / (want.abs().max() + 1e-12)))
+        shards += 1
+    res[mode] = {"sw_full": out["full"], "sw_sharded": out["sharded"], "grad_rel_diff": worst, "tensors": shards,
+                 "regularized": len(regs["sharded"].tensor_names)}
+    full, sharded = load(False), load(True)
+# 2. the reference model, sharded: its cached per-sample log-probs equal the unsharded model's
+loader = lambda: {"forget": stream_loader(enc, tok.pad_token_id, 2)}
+lp_full = ensure_sequence_logprobs(StepContext(reference=full), "forget", loader())
+lp_sh = ensure_sequence_logprobs(StepContext(reference=sharded), "forget", loader())
+res["ref_max_diff"] = float((lp_full - lp_sh).abs().max())
+
+if rank == 0:
+    open(out_json, "w").write(json.dumps(res))
+dist.destroy_process_group()
+print("FSDP_DONE", flush=True)
+'''
+
+
+def test_fsdp2_sharded_reference_and_swd_match_unsharded(tokenizer, tmp_path):
+    """FSDP2 (rows of every weight sharded over 2 CPU ranks, gloo): the cached reference log-probs,
+    the sliced-Wasserstein value and each rank's gradient shard (SW + data loss, as in a step)
+    equal the unsharded model's."""
+    pytest.importorskip("torch.distributed.fsdp")
+    from torch.distributed import fsdp
+
+    if not hasattr(fsdp, "fully_shard"):
+        pytest.skip("torch without FSDP2 (fully_shard)")
+    model_dir = tmp_path / "tiny"
+    build_tiny_llama(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    worker = tmp_path / "fsdp_worker.py"
+    worker.write_text(FSDP_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    res_json = tmp_path / "fsdp.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(worker), str(model_dir), str(res_json)]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    assert proc.returncode == 0 and "FSDP_DONE" in proc.stdout, proc.stdout[-4000:]
+    res = json.loads(res_json.read_text())
+    assert res["ref_max_diff"] < 1e-4
+    for mode in ("fixed", "fresh"):
+        r = res[mode]
+        assert r["sw_full"] > 0 and r["regularized"] > 0 and r["tensors"] > 0
+        assert r["sw_sharded"] == pytest.approx(r["sw_full"], rel=1e-5), mode
+        assert r["grad_rel_diff"] < 1e-4, (mode, r)

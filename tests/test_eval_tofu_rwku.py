@@ -300,3 +300,15 @@ def test_generate_from_text_stop_regex_keeps_first_match(tiny_model, tokenizer):
         assert (mf is None) == (mc is None) and (mf is None or mf.group(0) == mc.group(0))
         shorter += len(c) < len(f)
     assert shorter >= 1
+
+
+def test_generate_from_text_shared_prefix_equals_flat(tiny_model, tokenizer):
+    """Few-shot prompts sharing their shots: prefix-cached generation gives the plain path's texts."""
+    shots = "".join(f"Q: what comes after {i}?\nA: Let's think. So the answer is {i + 1}.\n\n" for i in range(1, 7))
+    prompts = [shots + f"Q: what comes after {q}?\nA:" for q in ("10", "twenty", "a hundred and one")]
+    prompts += ["An unrelated prompt.\nA:", shots + "Q: and after 7?\nA:"]
+    flat = S.generate_from_text(tiny_model, tokenizer, prompts, max_new_tokens=12, batch_size=3, share_prefix=False)
+    shared = S.generate_from_text(tiny_model, tokenizer, prompts, max_new_tokens=12, batch_size=3, share_prefix=True)
+    assert shared == flat
+    groups = S.common_prefix_groups([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
+    assert max(len(m) for m in groups.values()) == 4  # the shared path was really taken for the shot prompts

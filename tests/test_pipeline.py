@@ -80,6 +80,8 @@ def test_config_is_validated_before_any_work(run_config, tmp_path):
         ({"augment": {"n_rewrites": 0}}, "n_rewrites"),
         ({"method": "graddiff"}, "data.retain"),
         ({"eval": {"suite": "mmlu"}}, "suite"),
+        ({"eval": {"retain_result": str(tmp_path / "trs.json")}}, "eval.retain_result: only used with"),
+        ({"eval": {"suite": "tofu", "retain_result": str(tmp_path / "missing.json")}}, "eval.retain_result"),
     ]
     for change, match in cases:
         data = {**base, **change}
@@ -89,6 +91,9 @@ def test_config_is_validated_before_any_work(run_config, tmp_path):
             load_run_config(p)
         assert main(["run", str(p)]) == 2
     assert not (tmp_path / "run").exists()
+    (tmp_path / "trs.json").write_text("[0.5, 1.0, 2.0]")
+    ok = load_run_config(run_config, ["eval.suite=tofu", f"eval.retain_result={tmp_path / 'trs.json'}"])
+    assert ok.eval.retain_result == str(tmp_path / "trs.json")
     cfg = load_run_config(run_config, ["merge.alpha=[0.1]", "train.epochs=1"])
     assert cfg.merge.alpha == [0.1] and cfg.train_config().epochs == 1 and cfg.train_config().lr == 1e-4
 

@@ -93,8 +93,20 @@ class EvalConfig:
     max_new_tokens: int = 64
     batch_size: int = 16
     models: list[str] = field(default_factory=lambda: ["base", "trained", "merged"])
+    #: TOFU suite: a retain model's saved forget-set truth ratios (an ``obliviate eval tofu`` run dir,
+    #: its metrics.json / samples.jsonl, a JSON list, or TOFU's eval_log_forget.json) for forget quality
+    retain_result: str | None = None
 
     def validate(self) -> None:
+        if self.retain_result is not None:
+            if self.suite != "tofu":
+                raise ConfigError("eval.retain_result: only used with eval.suite: tofu")
+            from .evals.tofu import load_retain_truth_ratios
+
+            try:
+                load_retain_truth_ratios(self.retain_result)  # fail before any heavy work
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"eval.retain_result: {e}") from None
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("eval.max_new_tokens and eval.batch_size must be >= 1")
         if self.max_samples is not None and self.max_samples < 1:
@@ -268,7 +280,8 @@ def stage_eval(cfg: RunConfig, label: str, model_spec: str | Path, sets: dict[st
         source = cfg.data.tofu_source or default_tofu_source()
         metrics, rows = evaluate_tofu(model, tok, forget_split=cfg.eval.forget_split, source=source,
                                       max_samples=cfg.eval.max_samples, batch_size=cfg.eval.batch_size,
-                                      max_new_tokens=cfg.eval.max_new_tokens, system_prompt=system, progress=progress)
+                                      max_new_tokens=cfg.eval.max_new_tokens, system_prompt=system, progress=progress,
+                                      retain_result=cfg.eval.retain_result)
         metrics.pop("forget_truth_ratios", None)
     else:
         metrics, rows = rouge_eval(model, tok, sets, max_new_tokens=cfg.eval.max_new_tokens,

@@ -142,6 +142,15 @@ def _score_shared(model, items, todo, batch_size, pad_token_id, progress, result
         del out2
 
 
+def _cache_kwarg(model) -> str:
+    """The forward's name for a KV cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _pack_prefix_groups(groups: dict, batch_size: int, cont_len) -> list[list[tuple[tuple[int, ...], list[int]]]]:
     """Split prefix groups into chunks of <= ``batch_size`` members and pack the chunks (longest
     prefixes first) into batches of at most ``batch_size`` continuations."""
@@ -175,7 +184,7 @@ def _forward_on_shared_prefixes(model, batch, conts: list[list[int]], pad_token_
     p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
     last = out.logits[:, -1, :].float()  # (G, V): predicts each continuation's first token
-    cache = out.past_key_values
+    cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
     rows_t = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=device)
     cache.batch_select_indices(rows_t)
     cp = pad_batch([{"input_ids": c, "attention_mask": [1] * len(c)} for c in conts], pad_token_id,
@@ -184,8 +193,8 @@ def _forward_on_shared_prefixes(model, batch, conts: list[list[int]], pad_token_
     plen = p_mask.sum(-1)[rows_t]  # true prefix lengths
     c_pos = plen[:, None] + torch.arange(c_ids.shape[1], device=device)[None, :]
     full_mask = torch.cat([p_mask[rows_t], c_mask], dim=1)
-    out2 = model(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, past_key_values=cache,
-                 use_cache=True)
+    out2 = model(input_ids=c_ids, attention_mask=full_mask, position_ids=c_pos, use_cache=True,
+                 **{_cache_kwarg(model): cache})
     return last, out2, c_ids, c_mask, rows_t
 
 
@@ -440,7 +449,8 @@ class RegexStop:
 
 def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 32, batch_size: int = 16,
                        stop_strings: Sequence[str] | None = None, max_length: int | None = 2048,
-                       progress: bool | str = False, stop_regex: str | None = None) -> list[str]:
+                       progress: bool | str = False, stop_regex: str | None = None,
+                       share_prefix: bool | None = None) -> list[str]:
     """Greedy continuations of already-rendered prompt texts (batched, left padding, KV cache).
 
     For benchmarks whose prompt does not end at the chat template's generation point (RWKU
@@ -448,7 +458,10 @@ def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_toke
     one-line answers) and the text is cut at the first stop string. ``stop_regex`` ends a row as
     soon as its text so far matches (e.g. BBH's ``the answer is (.*?)\\.``): the text is kept whole,
     so a caller that extracts the first match gets what the full-length generation would give,
-    without decoding the tokens after it. Results keep input order.
+    without decoding the tokens after it. ``share_prefix`` (default: on for supported
+    architectures) prefills a prefix shared by several prompts (few-shot shots,
+    :func:`common_prefix_groups`) once and continues each prompt from its KV cache; the other
+    prompts go through the plain batched path. Results keep input order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -461,7 +474,6 @@ def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_toke
             ids = ids[-max_length:]
         encoded.append(ids)
     out: list[str] = [""] * len(prompts)
-    batches = length_grouped_batches([len(e) for e in encoded], batch_size, shuffle=False)
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -470,26 +482,77 @@ def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_toke
                   pad_token_id=pad)
     if stop_strings:
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
-    try:
-        for batch in tqdm(batches, desc=progress if isinstance(progress, str) else "generate",
-                          disable=not progress, leave=False):
-            padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
-                               pad, padding_side="left", keys=("input_ids", "attention_mask"))
-            width = padded["input_ids"].shape[1]
-            extra = {}
-            if stop_regex:
-                from transformers import StoppingCriteriaList
+    shared: dict[tuple[int, ...], list[int]] = {}
+    if share_prefix is not False and len(encoded) > 1:
+        shared = {pre: m for pre, m in common_prefix_groups(encoded).items() if len(m) > 1}
+        if share_prefix is None and not _supports_shared_prefix(model):
+            shared = {}
+    in_shared = {i for m in shared.values() for i in m}
+    flat = [i for i in range(len(encoded)) if i not in in_shared]
+    jobs = [("shared", b) for b in _pack_prefix_groups(shared, batch_size, lambda i: len(encoded[i]))] + \
+        [("flat", [flat[j] for j in b]) for b in length_grouped_batches([len(encoded[i]) for i in flat], batch_size,
+                                                                         shuffle=False)]
 
-                extra["stopping_criteria"] = StoppingCriteriaList([RegexStop(tokenizer, stop_regex, width)])
-            gen = model.generate(input_ids=padded["input_ids"].to(device),
-                                 attention_mask=padded["attention_mask"].to(device), **kwargs, **extra)
-            for r, i in enumerate(batch):
-                text = tokenizer.decode(gen[r, width:], skip_special_tokens=True)
-                for s in stop_strings or ():
-                    if s in text:
-                        text = text[: text.index(s)]
-                out[i] = text.strip()
+    def finish(gen, width, idx):
+        for r, i in enumerate(idx):
+            text = tokenizer.decode(gen[r, width:], skip_special_tokens=True)
+            for s in stop_strings or ():
+                if s in text:
+                    text = text[: text.index(s)]
+            out[i] = text.strip()
+
+    def stopping(width):
+        if not stop_regex:
+            return {}
+        from transformers import StoppingCriteriaList
+
+        return {"stopping_criteria": StoppingCriteriaList([RegexStop(tokenizer, stop_regex, width)])}
+
+    try:
+        for kind, batch in tqdm(jobs, desc=progress if isinstance(progress, str) else "generate",
+                                disable=not progress, leave=False):
+            if kind == "flat":
+                padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
+                                   pad, padding_side="left", keys=("input_ids", "attention_mask"))
+                width = padded["input_ids"].shape[1]
+                gen = model.generate(input_ids=padded["input_ids"].to(device),
+                                     attention_mask=padded["attention_mask"].to(device), **kwargs, **stopping(width))
+                finish(gen, width, batch)
+                continue
+            # few-shot prompts sharing their shots (RWKU BBH: 27 tasks x 3 questions): each distinct prefix is
+            # prefilled once, its KV cache repeated for the members, and generation continues from
+            # [left-padded prefix | padding | the member's own tail]; positions come from the attention mask
+            idx = [i for _, members in batch for i in members]
+            ids, mask, cache = _shared_prefix_generation_inputs(model, batch, encoded, pad, device)
+            width = ids.shape[1]
+            gen = model.generate(input_ids=ids, attention_mask=mask, **{_cache_kwarg(model): cache}, **kwargs,
+                                 **stopping(width))
+            finish(gen, width, idx)
     finally:
         model.train(was_training)
     return out
+
+
+def _shared_prefix_generation_inputs(model, batch, encoded, pad: int, device):
+    """Prefill the distinct prefixes of ``batch`` once and build the inputs to continue every member.
+
+    Returns ``(input_ids, attention_mask, cache)``: row r is its group's left-padded prefix followed
+    by the member's own tail, right-aligned (padding between prefix and tail is masked out), and
+    the cache holds the prefix keys/values repeated per member.
+    """
+    prefixes = [list(pre) for pre, _ in batch]
+    pp = pad_batch([{"input_ids": p, "attention_mask": [1] * len(p)} for p in prefixes], pad,
+                   padding_side="left", keys=("input_ids", "attention_mask"))
+    p_ids, p_mask = pp["input_ids"].to(device), pp["attention_mask"].to(device)
+    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+    rows = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=device)
+    cache.batch_select_indices(rows)
+    tails = [list(encoded[i][len(pre):]) for pre, members in batch for i in members]
+    tp = pad_batch([{"input_ids": t, "attention_mask": [1] * len(t)} for t in tails], pad,
+                   padding_side="left", keys=("input_ids", "attention_mask"))
+    ids = torch.cat([p_ids[rows], tp["input_ids"].to(device)], dim=1)
+    mask = torch.cat([p_mask[rows], tp["attention_mask"].to(device)], dim=1)
+    return ids, mask, cache
 

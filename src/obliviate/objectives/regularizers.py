@@ -141,6 +141,17 @@ class _Slot:
         self.name, self.get, self.get_init, self.shape = name, get, get_init, shape
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a sharded parameter (FSDP2 / DTensor), differentiably; others as they are.
+
+    ``DTensor.full_tensor()`` all-gathers the shards with autograd: its backward hands every rank
+    the slice of the gradient that belongs to its own shard. Every rank computes the same SW value
+    from the same full matrices, so that slice is already the exact gradient of the penalty for the
+    shard (no averaging across ranks, unlike the data loss).
+    """
+    return t.full_tensor() if hasattr(t, "full_tensor") and hasattr(t, "placements") else t
+
+
 def _as_rows(t: torch.Tensor) -> torch.Tensor:
     """View a parameter as a row cloud: 2-D as is, 1-D as n samples in R^1, N-D as (shape[0], rest)."""
     if t.dim() == 1:
@@ -226,12 +237,12 @@ class SlicedWasserstein(Regularizer):
             adapters = [a for a in mod.active_adapters if a in mod.lora_A]
 
             def get(mod=mod, adapters=adapters):
-                w = mod.base_layer.weight
+                w = _full(mod.base_layer.weight)
                 for a in adapters:
-                    w = w + mod.get_delta_weight(a).to(w.dtype)
+                    w = w + _full(mod.get_delta_weight(a)).to(w.dtype)
                 return w
 
-            slots.append(_Slot(lname + ".weight", get, lambda b=base: b.weight, tuple(w0.shape)))
+            slots.append(_Slot(lname + ".weight", get, lambda b=base: _full(b.weight), tuple(w0.shape)))
             covered.add(id(w0))
             for a in adapters:
                 for sub in (mod.lora_A[a], mod.lora_B[a]):
@@ -242,7 +253,7 @@ class SlicedWasserstein(Regularizer):
             if id(prm) in seen or id(prm) in covered or not prm.requires_grad or not self._wanted(pname, prm):
                 continue
             seen.add(id(prm))
-            slots.append(_Slot(pname, lambda prm=prm: prm, None, tuple(prm.shape)))
+            slots.append(_Slot(pname, lambda prm=prm: _full(prm), None, tuple(prm.shape)))
         return slots
 
     # -- lifecycle ---------------------------------------------------------------------------
