@@ -169,13 +169,12 @@ def _pack_prefix_groups(groups: dict, batch_size: int, cont_len) -> list[list[tu
     return batches
 
 
-def _forward_on_shared_prefixes(model, batch, conts: list[list[int]], pad_token_id: int, device):
-    """Run the distinct prefixes of ``batch`` once (left-padded, KV cache kept, last-position logits),
-    repeat each cache row for its members (``batch_select_indices``) and run the continuations
-    ``conts`` (right-padded, positions continuing each prefix) on top of it.
+def _prefill_prefixes(model, batch, pad_token_id: int, device):
+    """One forward over the distinct prefixes of ``batch`` (left-padded, KV cache kept, only the last
+    position's logits), the cache rows then repeated for each group member (``batch_select_indices``).
 
-    Returns ``(last_prefix_logits (G, V), continuation outputs, c_ids, c_mask, rows)`` where
-    ``rows[r]`` is the prefix group of continuation ``r``.
+    Returns ``(last_logits (G, V) float32, cache, prefix_mask (G, P), rows, prefix_ids (G, P))`` where
+    ``rows[r]`` is the prefix group of member ``r`` (members in ``batch`` order).
     """
     prefixes = [list(pre) for pre, _ in batch]
     pp = pad_batch([{"input_ids": p, "attention_mask": [1] * len(p)} for p in prefixes], pad_token_id,
@@ -185,8 +184,20 @@ def _forward_on_shared_prefixes(model, batch, conts: list[list[int]], pad_token_
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
     last = out.logits[:, -1, :].float()  # (G, V): predicts each continuation's first token
     cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
-    rows_t = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=device)
-    cache.batch_select_indices(rows_t)
+    rows = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=device)
+    cache.batch_select_indices(rows)
+    return last, cache, p_mask, rows, p_ids
+
+
+def _forward_on_shared_prefixes(model, batch, conts: list[list[int]], pad_token_id: int, device):
+    """Run the distinct prefixes of ``batch`` once (left-padded, KV cache kept, last-position logits),
+    repeat each cache row for its members (``batch_select_indices``) and run the continuations
+    ``conts`` (right-padded, positions continuing each prefix) on top of it.
+
+    Returns ``(last_prefix_logits (G, V), continuation outputs, c_ids, c_mask, rows)`` where
+    ``rows[r]`` is the prefix group of continuation ``r``.
+    """
+    last, cache, p_mask, rows_t, _ = _prefill_prefixes(model, batch, pad_token_id, device)
     cp = pad_batch([{"input_ids": c, "attention_mask": [1] * len(c)} for c in conts], pad_token_id,
                    padding_side="right", keys=("input_ids", "attention_mask"))
     c_ids, c_mask = cp["input_ids"].to(device), cp["attention_mask"].to(device)
@@ -540,15 +551,7 @@ def _shared_prefix_generation_inputs(model, batch, encoded, pad: int, device):
     by the member's own tail, right-aligned (padding between prefix and tail is masked out), and
     the cache holds the prefix keys/values repeated per member.
     """
-    prefixes = [list(pre) for pre, _ in batch]
-    pp = pad_batch([{"input_ids": p, "attention_mask": [1] * len(p)} for p in prefixes], pad,
-                   padding_side="left", keys=("input_ids", "attention_mask"))
-    p_ids, p_mask = pp["input_ids"].to(device), pp["attention_mask"].to(device)
-    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
-    cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
-    rows = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=device)
-    cache.batch_select_indices(rows)
+    _, cache, p_mask, rows, p_ids = _prefill_prefixes(model, batch, pad, device)
     tails = [list(encoded[i][len(pre):]) for pre, members in batch for i in members]
     tp = pad_batch([{"input_ids": t, "attention_mask": [1] * len(t)} for t in tails], pad,
                    padding_side="left", keys=("input_ids", "attention_mask"))
