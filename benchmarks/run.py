@@ -35,9 +35,9 @@ from common import DEADLINE_ENV, PARTIAL_ENV, QUICK_ENV, RESULTS_DIR, format_tab
 
 #: name → (script, quick time limit in seconds, full time limit)
 SUITE: dict[str, tuple[str, int, int]] = {
-    "train_throughput": ("train_throughput.py", 300, 1800),
-    "reference_cache": ("reference_cache.py", 150, 900),
-    "eval_throughput": ("eval_throughput.py", 210, 900),
+    "train_throughput": ("train_throughput.py", 360, 1800),
+    "reference_cache": ("reference_cache.py", 120, 900),
+    "eval_throughput": ("eval_throughput.py", 180, 900),
     "merge_memory": ("merge_memory.py", 120, 900),
     "swd_overhead": ("swd_overhead.py", 120, 900),
 }

@@ -2,7 +2,7 @@
 DPO, NPO and ULMR, every step through the ``obliviate`` command line.
 
     python benchmarks/tofu_comparison.py [--work runs/tofu_comparison] [--out benchmarks/results/tofu_comparison]
-                                         [--retain-authors 3] [--lr 1e-4] [--alpha 0.4] [--eval-max-samples 60]
+                                         [--retain-authors 3] [--lr 1e-4] [--alpha 0,0.2,0.4] [--eval-max-samples 60]
 
 What it runs (each step is skipped when its output exists, so an interrupted run resumes):
 
@@ -14,7 +14,7 @@ What it runs (each step is skipped when its output exists, so an interrupted run
 3. **GA, KL, DPO, NPO**: ``obliviate train --method NAME`` on the Base model, forget = tofu:forget01,
    retain = the taught retain authors (KL's retain stream);
 4. **ULMR**: ``obliviate augment ulmr`` (the Base model itself rewrites and writes the negative
-   responses), ``obliviate train --method ulmr``, ``obliviate merge --alpha``;
+   responses), ``obliviate train --method ulmr``, ``obliviate merge --alpha`` for every α given;
 5. ``obliviate eval tofu`` for every model (forget01 + the taught retain authors' ``retain_perturbed``
    questions + ``real_authors`` + ``world_facts``, each capped at ``--eval-max-samples``), and
    ``obliviate report --layout tofu`` for the table.
@@ -55,15 +55,19 @@ def _cli(*args: str) -> list[str]:
 class Runner:
     """Runs CLI steps in order, skipping those whose output exists; records commands and wall times."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, previous: dict | None = None):
         self.work = work
         self.log: list[dict] = []
+        #: steps timed by an earlier (interrupted or partial) run, by command: kept for the record
+        self.previous = {s["command"]: s for s in (previous or {}).get("steps", []) if s.get("seconds") is not None}
 
     def step(self, name: str, cmd: list[str], done: Path) -> None:
         shown = " ".join(shlex.quote(c) for c in ["obliviate", *cmd[3:]])
         if done.exists():
             print(f"[skip] {name}: {done} exists", flush=True)
-            self.log.append({"step": name, "command": shown, "seconds": None, "skipped": True})
+            prev = self.previous.get(shown)
+            self.log.append({"step": name, "command": shown, "seconds": prev["seconds"] if prev else None,
+                             "skipped": True, "timed_in_earlier_run": prev is not None})
             return
         print(f"[run ] {name}: {shown}", flush=True)
         t0 = time.time()
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tofu-source", default=os.path.relpath(TOFU_DIR))
     ap.add_argument("--retain-authors", type=int, default=3, help="TOFU authors 0..N-1 taught and retained")
     ap.add_argument("--lr", type=float, default=1e-4, help="learning rate of every unlearning method")
-    ap.add_argument("--alpha", type=float, default=0.4, help="ULMR merge weight of the original (Base) model")
+    ap.add_argument("--alpha", default="0.4", help="ULMR merge weight(s) of the original (Base) model, comma-separated "
+                                                 "(each merged model is one row; 0 = the fine-tuned θ' itself)")
     ap.add_argument("--eval-max-samples", type=int, default=60, help="cap on every TOFU eval set")
     ap.add_argument("--methods", default="ga,kl,dpo,npo", help="baselines to train on the Base model")
     args = ap.parse_args(argv)
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     src = ["--tofu-source", args.tofu_source]
-    r = Runner(work)
+    prev_t = out / "timings.json"
+    r = Runner(work, json.loads(prev_t.read_text()) if prev_t.is_file() else None)
     t_all = time.time()
 
     # data: the taught retain authors, and retain + forget for teaching
@@ -146,17 +152,23 @@ def main(argv: list[str] | None = None) -> int:
                               "--set", f"lr={args.lr}", "--set", f"batch_size={MICRO_BATCH}",
                               "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}", "--out", str(u / "train")),
            u / "train" / "model" / "config.json")
-    merged = u / f"merged_alpha_{args.alpha:g}"
-    r.step("ULMR merge", _cli("merge", "--base", base_model, "--tuned", str(u / "train" / "model"),
-                              "--alpha", f"{args.alpha:g}", "--out", str(merged)),
-           merged / "merge.json")
-    models[f"ULMR (α={args.alpha:g})"] = str(merged)
+    for a in [float(x) for x in str(args.alpha).split(",") if x.strip()]:
+        if not 0 <= a <= 1:
+            raise SystemExit(f"--alpha: {a} is outside [0, 1]")
+        merged = u / f"merged_alpha_{a:g}"
+        r.step(f"ULMR merge α={a:g}", _cli("merge", "--base", base_model, "--tuned", str(u / "train" / "model"),
+                                           "--alpha", f"{a:g}", "--out", str(merged)),
+               merged / "merge.json")
+        models[f"ULMR (α={a:g})"] = str(merged)
 
     # 5. evaluation: Retraining first (its truth ratios are every other run's KS reference)
     ev = work / "eval"
     ev_args = ["--data-source", args.tofu_source, "--forget-split", "forget01",
                "--max-samples", str(args.eval_max_samples), "--no-progress"]
-    key = lambda name: name.split(" ")[0].lower().replace("+", "_")  # noqa: E731
+    def key(name: str) -> str:  # eval folder of a row: "ULMR (α=0.4)" -> ulmr_a0.4, "NPO+RT" -> npo_rt
+        head, _, alpha = name.partition(" (α=")
+        return head.lower().replace("+", "_") + (f"_a{alpha.rstrip(')')}" if alpha else "")
+
     r.step("eval Retraining", _cli("eval", "tofu", "--model", models["Retraining"], *ev_args,
                                    "--out", str(ev / "retraining")), ev / "retraining" / "metrics.json")
     for name, path in models.items():
@@ -170,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
                           "--names", ",".join(order), "--out", str(out)), out / "__never__")
 
     total = time.time() - t_all
-    (out / "timings.json").write_text(json.dumps({"total_seconds": round(total, 1), "steps": r.log,
+    (out / "timings.json").write_text(json.dumps({"this_run_seconds": round(total, 1), "steps": r.log,
                                                   "settings": vars(args), "teach": TEACH,
                                                   "micro_batch": MICRO_BATCH}, indent=2) + "\n")
-    lines = ["#!/usr/bin/env bash", "# Commands run by benchmarks/tofu_comparison.py, in order (wall seconds;",
-             "# 'skipped' = output already present from an earlier, interrupted run).", "set -euo pipefail"]
+    lines = ["#!/usr/bin/env bash", "# Commands run by benchmarks/tofu_comparison.py, in order, with their wall seconds",
+             "# (steps whose output existed were skipped; their time is the earlier run's).",
+             "# made by: python benchmarks/tofu_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+             "set -euo pipefail"]
     for s in r.log:
-        lines.append(f"# {s['step']}: {'skipped' if s['skipped'] else str(s['seconds']) + ' s'}")
+        when = "this run" if not s["skipped"] else ("an earlier run" if s.get("timed_in_earlier_run") else "earlier")
+        lines.append(f"# {s['step']}: {s['seconds']} s ({when})" if s["seconds"] is not None
+                     else f"# {s['step']}: output already present")
         lines.append(s["command"])
     (out / "commands.sh").write_text("\n".join(lines) + "\n")
     print(f"total {total:.0f} s; table in {out / 'tofu.md'}")
