@@ -312,3 +312,17 @@ def test_generate_from_text_shared_prefix_equals_flat(tiny_model, tokenizer):
     assert shared == flat
     groups = S.common_prefix_groups([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
     assert max(len(m) for m in groups.values()) == 4  # the shared path was really taken for the shot prompts
+
+
+def test_generation_and_choice_scoring_run_without_autograd(tiny_model, tokenizer):
+    """Every forward of the eval helpers (shared-prefix prefill included) runs with grad disabled."""
+    seen = []
+    h = tiny_model.register_forward_hook(lambda *a: seen.append(torch.is_grad_enabled()))
+    try:
+        shots = "".join(f"Q: {i}?\nA: {i}.\n\n" for i in range(12))
+        prompts = [shots + "Q: x?\nA:", shots + "Q: y?\nA:"]
+        S.generate_from_text(tiny_model, tokenizer, prompts, max_new_tokens=3, share_prefix=True)
+        S.next_token_logprobs(tiny_model, tokenizer, prompts, [1, 2], share_prefix=True)
+    finally:
+        h.remove()
+    assert seen and not any(seen)

@@ -442,7 +442,6 @@ def generate_answers(model, tokenizer, questions: Sequence[str], *, max_new_toke
     return gen.generate(list(questions), max_new_tokens=max_new_tokens, temperature=0.0, system=system)
 
 
-@torch.no_grad()
 class RegexStop:
     """A transformers stopping criterion: a row is done once its generated text matches ``pattern``."""
 
@@ -458,6 +457,7 @@ class RegexStop:
         return torch.tensor([bool(self.pattern.search(t)) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+@torch.no_grad()
 def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 32, batch_size: int = 16,
                        stop_strings: Sequence[str] | None = None, max_length: int | None = 2048,
                        progress: bool | str = False, stop_regex: str | None = None,
