@@ -350,9 +350,9 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidate_ids:
     One forward per length-grouped batch, keeping only the last position's logits (the log-softmax
     is over the full vocabulary). Used for MMLU-style multiple choice: the prediction is the
     candidate letter with the highest log-probability. Over-long prompts are cut from the left.
-    ``share_prefix`` (default: on when prompts share long prefixes, :func:`common_prefix_groups`,
-    and the architecture supports it) runs each shared prefix once and only the prompts' own
-    tails on top of its KV cache; the numbers are the same.
+    ``share_prefix`` (default: on for supported architectures) runs a prefix shared by several
+    prompts (:func:`common_prefix_groups`) once and only the prompts' own tails on top of its KV
+    cache; the other prompts take the plain path; the numbers are the same.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -372,35 +372,26 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidate_ids:
     device = model_device(model)
     cand = torch.tensor(list(candidate_ids), dtype=torch.long, device=device)
     desc = progress if isinstance(progress, str) else "choices"
-    groups = common_prefix_groups(encoded) if share_prefix is not False and len(encoded) > 1 else {}
-    if share_prefix is None:
-        share_prefix = bool(groups) and len(groups) <= 0.75 * len(encoded) and _supports_shared_prefix(model)
-    if share_prefix:
-        # few-shot prompts of one task share their shots: run that prefix once per group, then only
-        # each prompt's own tail on top of its KV cache (RWKU MMLU: 57 tasks x 3 questions)
-        try:
-            for batch in tqdm(_pack_prefix_groups(groups, batch_size, lambda i: len(encoded[i]) - 1), desc=desc,
-                              disable=not progress, leave=False):
+    pad = _pad_id(tokenizer)
+    try:
+        for kind, batch in tqdm(_prefix_sharing_jobs(model, encoded, batch_size, share_prefix), desc=desc,
+                                disable=not progress, leave=False):
+            if kind == "flat":
+                padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])}
+                                    for i in batch], pad, padding_side="left", keys=("input_ids", "attention_mask"))
+                logits = _forward_last(model, padded["input_ids"].to(device), padded["attention_mask"].to(device),
+                                       1)[:, -1, :]
+                idx = batch
+            else:
+                # few-shot prompts of one task share their shots: that prefix runs once per group, then only
+                # each prompt's own tail on top of its KV cache (RWKU MMLU: 57 tasks x 3 questions)
                 idx = [i for _, members in batch for i in members]
                 conts = [list(encoded[i][len(pre):]) for pre, members in batch for i in members]
-                _, out2, _, c_mask, _ = _forward_on_shared_prefixes(model, batch, conts, _pad_id(tokenizer), device)
-                last_pos = c_mask.sum(-1) - 1
-                logits = out2.logits[torch.arange(len(idx), device=device), last_pos].float()
-                lp = torch.log_softmax(logits, dim=-1)[:, cand]
-                for r, i in enumerate(idx):
-                    out[i] = [float(v) for v in lp[r].tolist()]
+                _, out2, _, c_mask, _ = _forward_on_shared_prefixes(model, batch, conts, pad, device)
+                logits = out2.logits[torch.arange(len(idx), device=device), c_mask.sum(-1) - 1].float()
                 del out2
-        finally:
-            model.train(was_training)
-        return out
-    batches = length_grouped_batches([len(e) for e in encoded], batch_size, shuffle=False)
-    try:
-        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            padded = pad_batch([{"input_ids": encoded[i], "attention_mask": [1] * len(encoded[i])} for i in batch],
-                               _pad_id(tokenizer), padding_side="left", keys=("input_ids", "attention_mask"))
-            logits = _forward_last(model, padded["input_ids"].to(device), padded["attention_mask"].to(device), 1)
-            lp = torch.log_softmax(logits[:, -1, :], dim=-1)[:, cand]
-            for r, i in enumerate(batch):
+            lp = torch.log_softmax(logits, dim=-1)[:, cand]
+            for r, i in enumerate(idx):
                 out[i] = [float(v) for v in lp[r].tolist()]
     finally:
         model.train(was_training)
@@ -440,6 +431,24 @@ def generate_answers(model, tokenizer, questions: Sequence[str], *, max_new_toke
 
     gen = TransformersGenerator(model, tokenizer, batch_size=batch_size, progress=progress)
     return gen.generate(list(questions), max_new_tokens=max_new_tokens, temperature=0.0, system=system)
+
+
+def _prefix_sharing_jobs(model, encoded: Sequence[Sequence[int]], batch_size: int,
+                         share_prefix: bool | None) -> list[tuple[str, list]]:
+    """Plan the batches of a prompt list: ``("shared", [(prefix, members), ...])`` for prompts that
+    share a prefix with at least one other (:func:`common_prefix_groups`, packed by
+    :func:`_pack_prefix_groups`), ``("flat", [indices])`` length-grouped batches for the rest.
+
+    ``share_prefix`` False: everything flat; None: share only on supported architectures.
+    """
+    shared: dict[tuple[int, ...], list[int]] = {}
+    if share_prefix is not False and len(encoded) > 1 and (share_prefix or _supports_shared_prefix(model)):
+        shared = {pre: m for pre, m in common_prefix_groups(encoded).items() if len(m) > 1}
+    in_shared = {i for m in shared.values() for i in m}
+    flat = [i for i in range(len(encoded)) if i not in in_shared]
+    return [("shared", b) for b in _pack_prefix_groups(shared, batch_size, lambda i: len(encoded[i]))] + \
+        [("flat", [flat[j] for j in b]) for b in length_grouped_batches([len(encoded[i]) for i in flat], batch_size,
+                                                                         shuffle=False)]
 
 
 class RegexStop:
@@ -493,16 +502,7 @@ def generate_from_text(model, tokenizer, prompts: Sequence[str], *, max_new_toke
                   pad_token_id=pad)
     if stop_strings:
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
-    shared: dict[tuple[int, ...], list[int]] = {}
-    if share_prefix is not False and len(encoded) > 1:
-        shared = {pre: m for pre, m in common_prefix_groups(encoded).items() if len(m) > 1}
-        if share_prefix is None and not _supports_shared_prefix(model):
-            shared = {}
-    in_shared = {i for m in shared.values() for i in m}
-    flat = [i for i in range(len(encoded)) if i not in in_shared]
-    jobs = [("shared", b) for b in _pack_prefix_groups(shared, batch_size, lambda i: len(encoded[i]))] + \
-        [("flat", [flat[j] for j in b]) for b in length_grouped_batches([len(encoded[i]) for i in flat], batch_size,
-                                                                         shuffle=False)]
+    jobs = _prefix_sharing_jobs(model, encoded, batch_size, share_prefix)
 
     def finish(gen, width, idx):
         for r, i in enumerate(idx):
