@@ -77,12 +77,6 @@ class Runner:
         self.log.append({"step": name, "command": shown, "seconds": round(dt, 1), "skipped": False})
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="runs/tofu_comparison", help="folder for models and eval runs")
@@ -107,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.time()
 
     # data: the taught retain authors, and retain + forget for teaching
-    sys.path.insert(0, str(HERE.parent / "src"))
     from obliviate.data.sources import resolve_records
+    from obliviate.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
     retain = resolve_records(f"tofu:full[0:{args.retain_authors}]", tofu_source=args.tofu_source)
     forget = resolve_records("tofu:forget01", tofu_source=args.tofu_source)
     data = work / "data"
     data.mkdir(exist_ok=True)
-    _write_jsonl(data / "retain.jsonl", [x.to_dict() for x in retain])
-    _write_jsonl(data / "teach.jsonl", [x.to_dict() for x in retain + forget])
+    atomic_write_jsonl(data / "retain.jsonl", [x.to_dict() for x in retain])
+    atomic_write_jsonl(data / "teach.jsonl", [x.to_dict() for x in retain + forget])
     teach_set = [a for k, v in TEACH.items() for a in ("--set", f"{k}={v}")]
 
     # 1-2. Base (taught) and Retraining
@@ -182,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                           "--names", ",".join(order), "--out", str(out)), out / "__never__")
 
     total = time.time() - t_all
-    (out / "timings.json").write_text(json.dumps({"this_run_seconds": round(total, 1), "steps": r.log,
-                                                  "settings": vars(args), "teach": TEACH,
-                                                  "micro_batch": MICRO_BATCH}, indent=2) + "\n")
+    atomic_write_json(out / "timings.json", {"this_run_seconds": round(total, 1), "steps": r.log,
+                                             "settings": vars(args), "teach": TEACH, "micro_batch": MICRO_BATCH})
     lines = ["#!/usr/bin/env bash", "# Commands run by benchmarks/tofu_comparison.py, in order, with their wall seconds",
              "# (steps whose output existed were skipped; their time is the earlier run's).",
              "# made by: python benchmarks/tofu_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -194,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"# {s['step']}: {s['seconds']} s ({when})" if s["seconds"] is not None
                      else f"# {s['step']}: output already present")
         lines.append(s["command"])
-    (out / "commands.sh").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
     print(f"total {total:.0f} s; table in {out / 'tofu.md'}")
     return 0
 
