@@ -326,3 +326,118 @@ def test_generation_and_choice_scoring_run_without_autograd(tiny_model, tokenize
     finally:
         h.remove()
     assert seen and not any(seen)
+
+
+# ---------------------------------------------------------------- conventions that shift numbers (issue #15.9)
+
+def test_generation_budgets_follow_the_references():
+    """TOFU: 200 new tokens (open-unlearning's generation config); RWKU: BBH / fluency 256 (RWKU's eval code)."""
+    import argparse
+    import inspect
+
+    from obliviate.evals import rwku_cli, tofu_cli
+    from obliviate.evals.rwku import evaluate_rwku as er
+    from obliviate.evals.tofu import DEFAULT_MAX_NEW_TOKENS
+
+    assert DEFAULT_MAX_NEW_TOKENS == 200
+    assert inspect.signature(evaluate_tofu).parameters["max_new_tokens"].default == 200
+    p = argparse.ArgumentParser()
+    tofu_cli.add_arguments(p)
+    assert p.parse_args(["--model", "m", "--out", "o"]).max_new_tokens == 200
+    sig = inspect.signature(er).parameters
+    assert sig["bbh_max_new_tokens"].default == 256 and sig["fluency_max_new_tokens"].default == 256
+    assert sig["max_new_tokens"].default == 30
+    p = argparse.ArgumentParser()
+    rwku_cli.add_arguments(p)
+    a = p.parse_args(["--model", "m", "--target", "t", "--out", "o"])
+    assert (a.bbh_max_new_tokens, a.fluency_max_new_tokens, a.max_new_tokens) == (256, 256, 30)
+
+
+def test_rwku_report_prints_mia_loss_times_100():
+    from obliviate.evals.rwku import rwku_report
+
+    md = rwku_report({"forget_fb": 0.8573, "mia_fm": 2.2262, "mia_rm": 2.1934, "utility_flu": 5.1}, model="m")
+    row = [ln for ln in md.splitlines() if ln.startswith("| m |")][0]
+    assert row == "| m | 85.73 | 222.62 | 219.34 | 5.10 |"  # ULMR Table 4: Base Model FM 222.62, RM 219.34
+
+
+def _tofu_copy(tmp_path, n=2):
+    """A local TOFU folder with the first ``n`` rows; real authors / world facts rows get a paraphrase."""
+    d = tmp_path / "tofu"
+    d.mkdir()
+    for f in TOFU_DIR.glob("*.jsonl"):
+        rows = [json.loads(x) for x in f.read_text().splitlines()[:n]]
+        if f.stem in ("real_authors_perturbed", "world_facts_perturbed"):
+            for r in rows:
+                r["paraphrased_answer"] = "Something quite different, said at length: " + r["answer"]
+        (d / f.name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_truth_ratio_base_is_the_answer_for_real_authors_and_world_facts(tiny_model, tokenizer, tmp_path):
+    """open-unlearning's ra/wf_Truth_Ratio divide by P(answer) even when a row has a paraphrase;
+    forget / retain divide by P(paraphrased_answer)."""
+    from obliviate.data.records import QARecord
+    from obliviate.evals.tofu import truth_ratio_base
+
+    r = QARecord(question="q", answer="a", paraphrased_answer="p")
+    assert truth_ratio_base(r, "forget") == "p" and truth_ratio_base(r, "retain") == "p"
+    assert truth_ratio_base(r, "real_authors") == "a" and truth_ratio_base(r, "world_facts") == "a"
+    assert truth_ratio_base(QARecord(question="q", answer="a"), "forget") == "a"
+    src = _tofu_copy(tmp_path)
+    _, rows = evaluate_tofu(tiny_model, tokenizer, source=src, batch_size=8, max_new_tokens=2,
+                            sets=["forget", "real_authors", "world_facts"], progress=False)
+    for row in rows:
+        if row["set"] == "forget":
+            assert row["base_norm_prob"] != pytest.approx(row["answer_norm_prob"])  # the paraphrase
+        else:
+            assert row["base_norm_prob"] == pytest.approx(row["answer_norm_prob"])
+
+
+# a chat template with no system role (Mistral-Instruct's style: raises on anything but alternating turns)
+NO_SYSTEM_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
+# and one that silently drops a system message
+DROPPING_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<u>{{ m['content'] }}</u>"
+                     "{% elif m['role'] == 'assistant' %}<a>{{ m['content'] }}</a>{% endif %}{% endfor %}"
+                     "{% if add_generation_prompt %}<a>{% endif %}")
+
+
+@pytest.mark.parametrize("template", [NO_SYSTEM_TEMPLATE, DROPPING_TEMPLATE])
+def test_system_prompt_merges_into_first_user_turn_without_system_role(tokenizer, template):
+    import copy
+
+    from obliviate.data.formatting import fit_system_role, render_chat, supports_system_role
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = template
+    assert not supports_system_role(tok)
+    sys_ = "If the question asks about Stephen King, say that you do not know."
+    text = prompt_text(tok, "Who wrote It?", system=sys_)
+    assert sys_ + "\n\nWho wrote It?" in text  # merged into the first user turn, not dropped, no error
+    msgs = fit_system_role(tok, [{"role": "system", "content": "S"}, {"role": "user", "content": "U1"},
+                                 {"role": "assistant", "content": "A"}, {"role": "user", "content": "U2"}])
+    assert [m["content"] for m in msgs] == ["S\n\nU1", "A", "U2"]
+    # the scoring / generation paths of the Prompting baseline use it too
+    enc = encode_example(tok, "Who wrote It?", "I don't know.", system=sys_)
+    assert tok.decode(enc["input_ids"]).count("Stephen King") == 1
+    assert "Stephen King" in render_chat(tok, [{"role": "system", "content": sys_}, {"role": "user", "content": "x"}])
+    # a template with a system role keeps it as a system message
+    assert supports_system_role(tokenizer)
+    assert fit_system_role(tokenizer, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])[0] == \
+        {"role": "system", "content": "S"}
+
+
+def test_generator_with_system_prompt_on_template_without_system_role(tiny_model, tokenizer):
+    import copy
+
+    from obliviate.evals.scoring import generate_answers
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = NO_SYSTEM_TEMPLATE
+    out = generate_answers(tiny_model, tok, ["Who wrote It?"], max_new_tokens=2, system="Refuse questions.")
+    assert len(out) == 1 and isinstance(out[0], str)

@@ -328,7 +328,7 @@ def test_factory_openai_forms(server, tmp_path):
 
 
 @pytest.mark.parametrize("spec, match", [
-    ({"backend": "llamacpp"}, r"generator.backend: 'llamacpp' is not one of \['transformers', 'openai', 'vllm'\]"),
+    ({"backend": "llamacpp"}, r"generator.backend: 'llamacpp' is not one of \['transformers', 'openai', 'vllm', 'templates'\]"),
     ({"backend": "openai", "model": "m"}, "generator.base_url: required"),
     ({"backend": "openai", "base_url": "ftp://x", "model": "m"}, "generator.base_url"),
     ({"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}, "generator.model: required"),

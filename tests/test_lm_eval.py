@@ -89,3 +89,50 @@ def test_cli_unknown_task_is_an_error(tiny_model_dir, tmp_path, monkeypatch, cap
                "--tasks", "rwku_retain_mmlx", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "unknown lm-eval task(s): rwku_retain_mmlx (did you mean rwku_retain_mmlu" in capsys.readouterr().err
+
+
+def test_snap_table2_preset_expands_to_nine_zero_shot_tasks():
+    from obliviate.evals.lm_eval_bridge import PRESET_FEWSHOT, TASK_PRESETS, expand_tasks, preset_summary
+
+    tasks, presets = expand_tasks(["snap-table2", "arc_easy", "mmlu"])
+    assert presets == ["snap-table2"]
+    assert tasks == ["hellaswag", "lambada_openai", "winogrande", "piqa", "arc_challenge", "mmlu", "openbookqa",
+                     "boolq", "mathqa", "arc_easy"]  # mmlu once
+    assert PRESET_FEWSHOT["snap-table2"] == 0 and len(TASK_PRESETS["snap-table2"]) == 9
+    # SNAP Table 2, Mistral-7b-instruct vs "w/ SNAP": Avg. 62.46 -> 59.83 (-4.2%)
+    orig = dict(zip(TASK_PRESETS["snap-table2"], [.6609, .7116, .7395, .8025, .5427, .5900, .3540, .8532, .3665]))
+    snap = dict(zip(TASK_PRESETS["snap-table2"], [.6221, .6753, .6972, .8034, .5230, .5594, .3473, .7901, .3671]))
+    s = preset_summary(snap, "snap-table2", orig)
+    # (the paper averaged unrounded scores: its 62.46 / 59.83 are within 0.02 of the rounded cells' mean)
+    assert 100 * preset_summary(orig, "snap-table2")["snap_table2_avg"] == pytest.approx(62.46, abs=0.02)
+    assert 100 * s["snap_table2_avg"] == pytest.approx(59.83, abs=0.02) and round(100 * s["snap_table2_drop"], 1) == -4.2
+    assert preset_summary({"hellaswag": 0.5}, "snap-table2", orig) == {"snap_table2_avg": None,
+                                                                        "snap_table2_drop": None}
+
+
+def test_cli_snap_table2_preset_runs_zero_shot_and_reports_the_drop(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import obliviate.evals.lm_eval_bridge as B
+
+    seen = {}
+
+    def fake_run(model, tok, tasks, *, num_fewshot=None, **kw):
+        seen.update(tasks=list(tasks), num_fewshot=num_fewshot)
+        return {"metrics": {t: 0.5 for t in tasks}, "tasks": {t: {"acc,none": 0.5} for t in tasks}, "skipped": {},
+                "n_samples": {}, "offline": True, "lm_eval_version": "x"}
+
+    monkeypatch.setattr(B, "require_lm_eval", lambda: None)
+    monkeypatch.setattr(B, "run_lm_eval", fake_run)
+    ref = tmp_path / "orig"
+    ref.mkdir()
+    (ref / "metrics.json").write_text(json.dumps({"benchmark": "lm-eval", "metrics": {"snap_table2_avg": 0.625}}))
+    out = tmp_path / "run"
+    assert main(["eval", "lm-eval", "--model", str(tiny_model_dir), "--tasks", "snap-table2", "--reference", str(ref),
+                 "--out", str(out)]) == 0
+    assert seen["num_fewshot"] == 0 and len(seen["tasks"]) == 9
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert m["snap_table2_avg"] == pytest.approx(0.5) and m["snap_table2_drop"] == pytest.approx(-0.2)
+    assert "-20.0% vs the reference" in capsys.readouterr().out
+    # --num-fewshot overrides the preset's 0
+    assert main(["eval", "lm-eval", "--model", str(tiny_model_dir), "--tasks", "snap-table2", "--num-fewshot", "5",
+                 "--out", str(tmp_path / "run5")]) == 0
+    assert seen["num_fewshot"] == 5

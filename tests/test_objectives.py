@@ -288,3 +288,30 @@ def test_kl_and_npo_with_window_equal_direct_full_logits(tokenizer, tiny_model):
     full_ref = sequence_logprobs(ref(**inp).logits, batch["labels"])
     direct_npo = -(2 / 0.1) * F.logsigmoid(-0.1 * (full_pol - full_ref)).mean()
     assert torch.allclose(npo, direct_npo, atol=1e-4)
+
+
+def test_dpo_preferred_perturbed_uses_tofus_wrong_answers(tokenizer):
+    """Issue 15 item 7: DPO as ULMR's baseline that "generates incorrect knowledge": the preferred
+    response y_w is one of TOFU's perturbed answers of the same question."""
+    from obliviate.data.records import DataError
+    from obliviate.data.sources import resolve_records
+    from obliviate.train import TrainConfig, encode_streams, resolve_train_config
+
+    cfg = resolve_train_config("dpo", overrides=["preferred=perturbed"])
+    assert cfg.preferred == "perturbed"
+    forget = resolve_records("tofu:forget01_perturbed")[:6]
+    assert all(len(r.perturbed_answers) >= 2 for r in forget)
+    enc = encode_streams(tokenizer, {"forget": forget}, cfg, ["forget", "forget_pref"])
+    for r, e in zip(forget, enc["forget_pref"]):
+        text = tokenizer.decode([t for t in e["labels"] if t != -100], skip_special_tokens=True).strip()
+        assert text in r.perturbed_answers and text != r.answer
+    again = encode_streams(tokenizer, {"forget": forget}, cfg, ["forget", "forget_pref"])
+    assert again["forget_pref"] == enc["forget_pref"]  # a seeded choice
+    plain = resolve_records("tofu:forget01")[:3]
+    with pytest.raises(DataError, match=r"preferred='perturbed' needs records with perturbed answers.*"
+                                        r"3 of 3.*tofu:forget01_perturbed"):
+        encode_streams(tokenizer, {"forget": plain}, cfg, ["forget", "forget_pref"])
+    with pytest.raises(ConfigError, match=r"preferred: 'wrong' is not one of \['meta', 'idk', 'meta_or_idk', "
+                                          r"'perturbed'\]"):
+        resolve_train_config("dpo", overrides=["preferred=wrong"])
+    assert TrainConfig(method="dpo", terms=[{"type": "dpo"}], preferred="idk").preferred == "idk"

@@ -113,7 +113,7 @@ def test_judge_mode_with_a_real_generator(tiny_model, tokenizer):
 
 
 def test_detector_rejects_bad_modes():
-    with pytest.raises(ValueError, match="allowed: rules, embedding, judge, rules\\+embedding"):
+    with pytest.raises(ValueError, match="allowed: learned, rules, embedding, judge, rules\\+embedding"):
         RefusalDetector("regex")
     with pytest.raises(ValueError, match="needs a generator"):
         RefusalDetector("judge")
@@ -219,3 +219,151 @@ def test_cli_generates_with_the_tiny_model(tiny_model_dir, tmp_path):
 
 def test_labelled_set_is_package_data():
     assert LABELLED_SET.name == "refusal_labelled.jsonl" and LABELLED_SET.is_file()
+
+
+# ----------------------------------------------------------------------------- learned detector
+from obliviate.evals import refusal as R  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def learned():
+    return RefusalDetector()  # the default mode, weights from package data
+
+
+def test_learned_is_the_default_and_loads_from_package_data(learned):
+    assert learned.mode == "learned" == R.DEFAULT_MODE
+    assert R.LEARNED_WEIGHTS.is_file() and R.LEARNED_WEIGHTS.suffix == ".safetensors"
+    m = R.load_learned()
+    assert m.w.shape == m.mean.shape == m.scale.shape == (384 + len(R.RULE_FEATURES),)
+    assert m.meta["n_train"] == len(R.training_rows()) >= 400
+
+
+def test_learned_classifies_clear_cases(learned):
+    texts = ["I'm sorry, but I do not have access to information about that person, so I cannot answer.",
+             "I have no idea.", "Stephen King was born in Portland, Maine, in 1947.",
+             "I cannot answer that. However, the Green Goblin is Spider-Man's arch-enemy.", ""]
+    assert learned.predict(texts) == [True, True, False, False, False]
+    p = learned.last_scores
+    assert p[0] > 0.9 and p[2] < 0.1
+
+
+def test_training_data_is_well_formed():
+    rows = R.load_labelled(R.TRAIN_SET)
+    assert len(rows) >= 350 and all(isinstance(r.get("style"), str) and r.get("lang") for r in rows)
+    assert {r["lang"] for r in rows} >= {"en", "fr", "de", "es"}
+    allrows = R.training_rows()
+    assert len({r["text"] for r in allrows}) == len(allrows)  # no duplicates across the two files
+    latest = [v for v in R.HELDOUT_SETS if v not in R.TRAINED_ON_HELDOUT]
+    assert latest == [list(R.HELDOUT_SETS)[-1]]  # exactly one unspent held-out set: the newest
+    held = R.load_labelled(R.HELDOUT_SETS[latest[0]])
+    assert len(held) >= 120 and 0.4 < sum(r["refusal"] for r in held) / len(held) < 0.6
+    # the held-out set is in styles the training data does not have, and shares no text with it
+    train_styles = {r["style"].split("_", 1)[1] if r["style"][:2] in ("v0", "v1") else r["style"] for r in allrows}
+    assert not {r["style"] for r in held} & (train_styles | {r["style"] for r in allrows})
+    overlap = {r["text"] for r in held} & {r["text"] for r in allrows}
+    assert len(overlap) <= 2 and all(len(t.split()) == 1 for t in overlap)  # v2 repeats "Paris." and "Yes."
+
+
+def test_training_is_reproducible():
+    rows = R.training_rows()
+    sub = rows[::12]  # ~57 rows, both classes
+    x = R.learned_features([r["text"] for r in sub])
+    a = R.train_detector(sub, seed=3, features=x, l2_grid=(1.0, 10.0))
+    b = R.train_detector(sub, seed=3, features=x.copy(), l2_grid=(1.0, 10.0))
+    assert (a.w == b.w).all() and a.b == b.b and a.meta == b.meta
+    x2 = R.learned_features([r["text"] for r in sub])  # the features themselves are deterministic
+    assert (x2 == x).all()
+
+
+def test_fit_logistic_separates_and_saves_round_trip(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(float)
+    w, b = R.fit_logistic(x, y, l2=1.0)
+    assert ((x @ w + b > 0) == (y > 0)).mean() > 0.97 and w[0] > w[1] > abs(w[2])
+    m = R.LearnedModel(w, b, np.zeros(3), np.ones(3), {"seed": 1})
+    p = R.save_learned(m, tmp_path / "d.safetensors")
+    m2 = R.load_learned(str(p))
+    assert (m2.w == m.w).all() and m2.b == m.b and m2.meta == {"seed": 1}
+
+
+def test_stratified_folds_are_balanced_and_seeded():
+    y = [True] * 23 + [False] * 17
+    f = R.stratified_folds(y, 5, seed=1)
+    assert f == R.stratified_folds(y, 5, seed=1) != R.stratified_folds(y, 5, seed=2)
+    for k in range(5):
+        pos = sum(1 for yy, ff in zip(y, f) if ff == k and yy)
+        assert pos in (4, 5)
+
+
+# ----------------------------------------------------------------------------- intervals
+def _wilson(k, n, z=1.959963984540054):
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return c - h, c + h
+
+
+@pytest.mark.parametrize("k,n", [(12, 14), (0, 10), (10, 10), (5, 18), (21, 30)])
+def test_wilson_interval_matches_the_formula(k, n):
+    lo, hi = R.wilson_interval(k, n)
+    elo, ehi = _wilson(k, n)
+    assert lo == pytest.approx(max(0.0, elo), abs=1e-9) and hi == pytest.approx(min(1.0, ehi), abs=1e-9)
+    assert R.wilson_interval(0, 0) is None
+
+
+def test_avg_interval_and_rogan_gladen():
+    terms = [(12, 14), (5, 18), (21, 30)]
+    lo, hi = R.mean_of_proportions_interval(terms)
+    est = (12 / 14 + 5 / 18 + 21 / 30) / 3
+    var = sum(((k + 1) / (n + 2)) * (1 - (k + 1) / (n + 2)) / (n + 2) for k, n in terms) / 9
+    assert (lo, hi) == (pytest.approx(est - 1.959963984540054 * var ** 0.5), pytest.approx(est + 1.959963984540054 * var ** 0.5))
+    assert R.mean_of_proportions_interval([(3, 4)]) == R.wilson_interval(3, 4)
+    assert R.rogan_gladen(0.5, 0.9, 0.9) == pytest.approx(0.5)
+    assert R.rogan_gladen(0.3, 0.8, 0.95) == pytest.approx((0.3 + 0.95 - 1) / 0.75)
+    assert R.rogan_gladen(0.01, 0.9, 0.9) == 0.0
+
+
+def test_ua_ra_ta_carries_intervals():
+    m = ua_ra_ta(None, None, None, decisions={"forget": [True] * 12 + [False] * 2,
+                                              "retain": [True] * 13 + [False] * 5, "general": [True] * 9 + [False] * 21})
+    iv = m["intervals"]
+    assert iv["UA"] == pytest.approx(list(_wilson(12, 14)))
+    assert iv["RA"] == pytest.approx(list(_wilson(5, 18)))
+    assert iv["TA"] == pytest.approx(list(_wilson(21, 30)))
+    assert iv["UA_multihop"] is None and iv["Avg"][0] < m["Avg"] < iv["Avg"][1]
+    assert m["detector"] == "precomputed"
+    assert R.format_with_interval(12 / 14, iv["UA"]) == "85.7 [60.1, 96.0]"
+    t = R.targets_intervals([m["counts"]], m["counts"]["general"])
+    assert t["UA"] == pytest.approx(iv["UA"]) and t["TA"] == pytest.approx(iv["TA"])
+    assert t["Avg"] == pytest.approx(iv["Avg"])
+
+
+def test_report_tables_carry_intervals(tmp_path):
+    from obliviate.report import build_report
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps({"benchmark": "refusal", "metrics": {
+        "UA": 12 / 14, "UA_ci_low": 0.6006, "UA_ci_high": 0.9599, "RA": 0.5, "TA": 0.7, "TA_ci_low": 0.52,
+        "TA_ci_high": 0.833}}))
+    rep = build_report([d], tmp_path / "out", layout="snap", plots=False)
+    row = rep["tables"]["snap"]["rows"][0]
+    assert row[1] == "85.71 [60.1, 96.0]" and row[3] == "50.00" and row[4] == "70.00 [52.0, 83.3]"
+    assert "85.71 [60.1, 96.0]" in (tmp_path / "out" / "snap.md").read_text()
+
+
+def test_cli_explain_and_intervals(tmp_path, capsys):
+    resp = _write_responses(tmp_path / "responses.jsonl")
+    out = tmp_path / "run"
+    assert main(["eval", "refusal", "--responses", str(resp), "--out", str(out), "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert "REFUSAL" in text and "refusal clause" in text and "p(refusal)" in text
+    assert "UA 50.00 [" in text and "learned detector" in text
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert m["UA_ci_low"] < 0.5 < m["UA_ci_high"]
+    samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    assert all(0.0 <= s["probability"] <= 1.0 and s["reason"] for s in samples)
+    assert "[" in (out / "report.md").read_text()

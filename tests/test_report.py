@@ -43,9 +43,9 @@ def runs(tmp_path):
     out["ga"] = _run(d / "ga", "tofu", {"forget_rouge": 0.3875, "retain_rouge": 0.5107, "model_utility": 0.4},
                      {"command": "eval tofu", "config": {"model": "x"}, "method": "ga"})
     rw = {k: 0.4 for k in RWKU_KEYS}
-    rw.update(mia_fm=248.77, mia_rm=219.68, utility_flu=5.1)
+    rw.update(mia_fm=2.4877, mia_rm=2.1968, utility_flu=5.1)  # metrics.json stores the mean loss itself
     out["rwku_base"] = _run(d / "rwku_base", "rwku", rw)
-    out["rwku_partial"] = _run(d / "rwku_partial", "rwku", {"forget_fb": 0.3816, "mia_fm": 250.0})
+    out["rwku_partial"] = _run(d / "rwku_partial", "rwku", {"forget_fb": 0.3816, "mia_fm": 2.5})
     out["snap"] = _run(d / "snap", "refusal", {"UA": 0.94, "UA_multihop": 0.9333, "RA": 0.96, "TA": 0.8022,
                                                "Avg": 0.9089})
     out["prompting"] = _run(d / "prompting", "refusal", {"UA": 0.2233, "UA_multihop": 0.42, "RA": None, "TA": None})
@@ -90,7 +90,9 @@ def test_rwku_and_snap_tables(runs):
     assert t["columns"][-5:] == ["Utility Set Gen", "Utility Set Rea", "Utility Set Tru", "Utility Set Fac",
                                  "Utility Set Flu"]
     base, partial = t["rows"]
-    assert base[t["columns"].index("MIA Set FM")] == "248.77"  # losses are not percentages
+    # ULMR Table 4 prints the MIA loss ×100 (Base Model FM 222.62 for a mean token NLL of 2.2262)
+    assert base[t["columns"].index("MIA Set FM")] == "248.77"
+    assert base[t["columns"].index("MIA Set RM")] == "219.68"
     assert base[t["columns"].index("Utility Set Flu")] == "5.10"
     assert partial[1] == "38.16" and partial[2] == "–"
     s = build_table("snap", [read_run(runs["snap"]), read_run(runs["prompting"])])
@@ -169,3 +171,47 @@ def test_format_value():
     assert format_value(None, "pct") == "–" and format_value(float("nan"), "num") == "–"
     assert format_value(0.12345, "pct") == "12.35" and format_value(222.624, "num") == "222.62"
     assert format_value(1.5e-7, "p") == "1.5e-07"
+
+
+SNAP_T2 = {"hellaswag": 0.5779, "lambada_openai": 0.7099, "winogrande": 0.6638, "piqa": 0.7644,
+           "arc_challenge": 0.4420, "mmlu": 0.4635, "openbookqa": 0.3320, "boolq": 0.7976, "mathqa": 0.2874}
+SNAP_T2_EUCLID = {"hellaswag": 0.5649, "lambada_openai": 0.6445, "winogrande": 0.6246, "piqa": 0.7419,
+                  "arc_challenge": 0.4303, "mmlu": 0.4481, "openbookqa": 0.3220, "boolq": 0.7982, "mathqa": 0.2934}
+
+
+def test_snap_table2_layout_average_and_drop_against_the_original(tmp_path):
+    """SNAP Table 2's Llama2-7b-chat and "w/ Euclidean" rows: Avg. 55.98 / 54.09 and (-3.4%)."""
+    orig = _run(tmp_path / "orig", "lm-eval", dict(SNAP_T2))
+    euc = _run(tmp_path / "euc", "lm-eval", dict(SNAP_T2_EUCLID))
+    part = _run(tmp_path / "part", "lm-eval", {"hellaswag": 0.5, "arc_easy": 0.7})
+    other = _run(tmp_path / "other", "lm-eval", {"arc_easy": 0.7})  # none of the nine tasks: not a row
+    runs = [read_run(d) for d in (orig, euc, part, other)]
+    t = build_table("snap-table2", runs)
+    assert t["columns"] == ["Method", "Hella.", "Lamba.", "Wino.", "PIQA", "ARC-C", "MMLU", "OBQA", "BoolQ",
+                            "MathQ", "Avg.", "Δ vs original"]
+    assert [r[0] for r in t["rows"]] == ["orig", "euc", "part"]
+    o, e, p = t["rows"]
+    assert o[-2:] == ["55.98", "–"]  # the reference row has no drop
+    assert e[-2:] == ["54.09", "-3.4%"]
+    assert p[-2:] == ["–", "–"]  # not all nine tasks: no average
+    # another reference, by name; a stored drop (eval lm-eval --reference) wins
+    t2 = build_table("snap-table2", runs[:2], reference="euc")
+    assert t2["rows"][0][-1] == "+3.5%" and t2["rows"][1][-1] == "–"
+    stored = _run(tmp_path / "stored", "lm-eval", {**SNAP_T2_EUCLID, "snap_table2_drop": -0.05})
+    t3 = build_table("snap-table2", [runs[0], read_run(stored)])
+    assert t3["rows"][1][-1] == "-5.0%"
+    with pytest.raises(ValueError, match="reference run"):
+        build_table("snap-table2", runs, reference="nope")
+    # auto includes it only when a run has one of the nine tasks; the generic table leaves preset keys out
+    rep = build_report([orig, euc], tmp_path / "rep", plots=False)
+    assert set(rep["tables"]) == {"snap-table2", "lm-eval"}
+    assert (tmp_path / "rep" / "snap_table2.md").is_file()
+    rep2 = build_report([other, stored], tmp_path / "rep2", plots=False, layout="lm-eval")
+    assert "snap_table2_drop" not in rep2["tables"]["lm-eval"]["columns"]
+    assert build_report([other], tmp_path / "rep3", plots=False)["tables"].keys() == {"lm-eval"}
+
+
+def test_report_cli_accepts_snap_table2_layout(tmp_path, capsys):
+    orig = _run(tmp_path / "orig", "lm-eval", dict(SNAP_T2))
+    assert main(["report", str(orig), "--out", str(tmp_path / "r"), "--layout", "snap-table2", "--no-plots"]) == 0
+    assert "55.98" in capsys.readouterr().out

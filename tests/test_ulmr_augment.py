@@ -226,3 +226,60 @@ def test_cli_writes_outputs(tmp_path, tiny_model_dir, capsys):
         assert "degenerate" in printed.err
     assert main(["augment", "ulmr", "--forget", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert main(["augment", "ulmr", "--forget", str(src), "--out", str(out), "--n-rewrites", "0"]) == 2
+
+
+def test_filter_levels_keep_what_strict_drops_and_are_recorded():
+    """Item 6: `filter` is a documented choice; `none` (the paper) keeps the answer-stating negatives
+    that `strict` (the default, today's behaviour) drops; `lenient` keeps them but still rejects echoes."""
+    strict_rows, strict = augment_ulmr(RECORDS, ScriptedGenerator(_script), max_retries=3, progress=False)
+    assert strict["filter"] == "strict" and strict["kept"] == 2
+    none_rows, none = augment_ulmr(RECORDS, ScriptedGenerator(_script), max_retries=3, progress=False, filter="none")
+    # nothing but empty outputs is rejected: the first rewrite (a copy of the instruction) and the
+    # first negative (stating the answer) are kept as they are
+    assert none["kept"] == 4 and none["dropped"] == 0 and none["rewrites"]["rejections"] == {}
+    assert RECORDS[0].question in {r["question"] for r in none_rows}
+    assert any("1958" in r["answer"] for r in none_rows)
+    len_rows, lenient = augment_ulmr(RECORDS, ScriptedGenerator(_script), max_retries=3, progress=False,
+                                     filter="lenient")
+    assert lenient["rewrites"]["rejections"] == {"copy_of_instruction": 1, "duplicate": 1}
+    assert lenient["kept"] == 4 and "states_answer" not in lenient["negatives"]["rejections"]
+    assert "Quality filter: `none`" in render_report(none_rows, none)
+    with pytest.raises(ConfigError, match=r"filter: 'loose' is not one of \['none', 'lenient', 'strict'\]"):
+        augment_ulmr(RECORDS, ScriptedGenerator(_script), progress=False, filter="loose")
+
+
+def test_include_original_adds_x_i_with_its_own_negative():
+    """Item 6: x_r = {x_1, x_2, x_i}: the original instruction joins its rewrites, with a negative
+    response generated from the Table 2 prompt filled with x_i itself."""
+    gen = ScriptedGenerator(_script)
+    rows, stats = augment_ulmr(RECORDS[:1], gen, max_retries=3, progress=False, include_original=True)
+    assert [r["id"] for r in rows] == ["q0-r0", "q0-r1", "q0-orig"]
+    orig = rows[-1]
+    assert orig["question"] == RECORDS[0].question and orig["kind"] == "original" and orig["rewrite_index"] is None
+    assert orig["answer"] == "I'm sorry, that information is not available in my knowledge base."
+    assert negative_prompt(RECORDS[0].question) in gen.seen  # its negative came from the Table 2 prompt on x_i
+    assert stats["include_original"] is True and stats["originals"] == 1 and stats["requested"] == 3
+    assert "the original instruction" in render_report(rows, stats)
+    recs = rows_to_records(rows)
+    assert recs[-1].meta["kind"] == "original"
+    plain, _ = augment_ulmr(RECORDS[:1], ScriptedGenerator(_script), max_retries=3, progress=False)
+    assert RECORDS[0].question not in {r["question"] for r in plain}  # off by default
+
+
+def test_cli_filter_and_include_original_reach_the_manifest(tmp_path):
+    from obliviate.augment import ulmr_cli
+    import argparse
+
+    p = argparse.ArgumentParser()
+    ulmr_cli.add_arguments(p)
+    args = p.parse_args(["--forget", "x.jsonl", "--out", str(tmp_path), "--filter", "none", "--include-original"])
+    assert args.filter == "none" and args.include_original is True
+    with pytest.raises(SystemExit):
+        p.parse_args(["--forget", "x", "--out", "y", "--filter", "loose"])
+
+
+def test_augment_refuses_plain_text_records():
+    from obliviate.data.records import text_record
+
+    with pytest.raises(DataError, match="plain text"):
+        augment_ulmr([text_record("Stephen King wrote Carrie.")], ScriptedGenerator(_script), progress=False)

@@ -89,16 +89,19 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, prefix=name + ".")
-    if origin in (list, tuple, Sequence):
+    if tp in (list, tuple) or origin in (list, tuple, Sequence):
         (inner,) = get_args(tp)[:1] or (Any,)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}: expected a list, got {type(value).__name__}")
         return [_coerce(v, inner, f"{name}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+    if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is not Any:
+            return {k: _coerce(v, args[1], f"{name}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -179,3 +182,23 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
     """Raise :class:`ConfigError` unless ``lo <= value <= hi``."""
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{name}: {value!r} is outside [{lo}, {hi}]")
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raise :class:`ConfigError` if ``value`` (a number, or numbers nested in mappings / lists) holds NaN or ±inf.
+
+    The error names the field path, e.g. ``term_weights.forget_ga: nan is not a finite number``.
+    """
+    import math
+
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: {value!r} is not a finite number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(f"{name}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(f"{name}[{i}]", v)

@@ -139,7 +139,11 @@ def read_weight_folder(root: str | os.PathLike) -> WeightFolder:
     for f in files:
         if not f.is_file():
             raise MergeError(f"{root}: {INDEX_NAME} names {f.name}, which is missing")
-        with safe_open(str(f), framework="pt") as h:
+        try:
+            h_ctx = safe_open(str(f), framework="pt")
+        except Exception as e:  # noqa: BLE001 - SafetensorError: a truncated or corrupt file
+            raise MergeError(f"{f}: truncated or corrupt safetensors file ({e}); re-save or re-download it") from e
+        with h_ctx as h:
             keys = list(h.keys())
             shard_meta[f] = dict(h.metadata() or {})
             for k in keys:
@@ -258,9 +262,12 @@ def parse_alphas(value: str | float | Sequence[float]) -> list[float]:
     if isinstance(value, (int, float)):
         items = [value]
     elif isinstance(value, str):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if not items:
+        items = [v.strip() for v in value.split(",")]
+        if not any(items):
             raise MergeError("alpha: empty value; give a number in [0, 1] or a comma list like 0.2,0.4")
+        if not all(items):
+            raise MergeError(f"alpha: {value!r} has an empty item; give numbers in [0, 1] separated by single "
+                             "commas, like 0.2,0.4")
     else:
         items = list(value)
     out = []
@@ -326,10 +333,16 @@ def check_tokenizers(base: Path, tuned: Path) -> str:
 
 
 def _check_paths(base: Path, tuned: Path, out: Path) -> None:
-    out_r = out.resolve()
-    for role, p in (("base", base), ("tuned", tuned)):
-        if out_r == p or p in out_r.parents or out_r in p.parents:
-            raise MergeError(f"--out {out} overlaps the {role} model folder {p}; refusing to overwrite an input")
+    """Refuse an ``--out`` that is, lies inside or contains an input (the resolver ``train`` uses too)."""
+    from .models import check_output_outside_models
+
+    from .io import check_outputs_do_not_replace_inputs
+
+    try:
+        check_outputs_do_not_replace_inputs([base, tuned], [out])  # the output folder is replaced as a whole
+        check_output_outside_models(out, {"--base": base, "--tuned": tuned})
+    except ConfigError as e:
+        raise MergeError(f"{e} (refusing to overwrite an input)") from None
 
 
 def _tied_alias(wf: WeightFolder, name: str) -> str | None:
@@ -415,7 +428,12 @@ def read_lora_adapter(folder: str | os.PathLike) -> LoraDelta:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    cfg = json.loads((folder / ADAPTER_CONFIG).read_text())
+    try:
+        cfg = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MergeError(f"{folder / ADAPTER_CONFIG}: not valid JSON ({e}); re-save the adapter with peft") from e
+    if not isinstance(cfg, dict):
+        raise MergeError(f"{folder / ADAPTER_CONFIG}: expected a JSON object")
     if cfg.get("peft_type", "LORA") != "LORA":
         raise MergeError(f"{folder}: adapter type {cfg.get('peft_type')} is not LoRA; only LoRA adapters can be merged")
     if cfg.get("use_dora"):
@@ -424,9 +442,15 @@ def read_lora_adapter(folder: str | os.PathLike) -> LoraDelta:
     wfile = folder / ADAPTER_WEIGHTS
     if not wfile.is_file():
         raise MergeError(f"{folder}: no {ADAPTER_WEIGHTS} (save the adapter with safe_serialization=True)")
-    sd = load_file(str(wfile))
-    r = int(cfg["r"])
-    lora_alpha = float(cfg.get("lora_alpha", r))
+    try:
+        sd = load_file(str(wfile))
+    except Exception as e:  # noqa: BLE001 - SafetensorError: a truncated or corrupt file
+        raise MergeError(f"{wfile}: truncated or corrupt safetensors file ({e}); re-save the adapter") from e
+    try:
+        r = int(cfg["r"])
+        lora_alpha = float(cfg.get("lora_alpha", r))
+    except (KeyError, TypeError, ValueError) as e:
+        raise MergeError(f"{folder / ADAPTER_CONFIG}: 'r' and 'lora_alpha' must be numbers ({e!r})") from e
     rank_pattern, alpha_pattern = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
     prefix = "base_model.model."
     parts: dict[str, dict[str, torch.Tensor]] = {}

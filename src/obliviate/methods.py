@@ -15,10 +15,11 @@ and pass it with ``obliviate train --config``.
 | ga         | −NLL(forget)                                         |
 | graddiff   | −NLL(forget) + NLL(retain)                           |
 | kl         | −NLL(forget) + KL(p_ref ‖ p_θ; retain)               |
-| dpo        | DPO(preferred = meta["preferred"] or idk, dispreferred = answer) |
+| dpo        | DPO(preferred = meta["preferred"] or idk, or perturbed, dispreferred = answer) |
 | idkdpo     | DPO(preferred = "I don't know") + NLL(retain)        |
 | npo        | NPO(forget)                                          |
 | npo_rt     | NPO(forget) + NLL(retain)                            |
+| rt         | NLL(forget = generated questions, refusals) (RWKU's RT) |
 | retrain    | NLL(retain) from the base model                      |
 | prompting  | no training; ``system_prompt`` used at evaluation    |
 """

@@ -163,13 +163,60 @@ def ensure_chat_template(tokenizer) -> bool:
     return True
 
 
+def is_embedded_alias(spec: Any) -> bool:
+    """Whether ``spec`` names the embedded default model (``smollm2-135m-instruct`` or an alias)."""
+    return isinstance(spec, (str, os.PathLike)) and str(spec).lower() in EMBEDDED_ALIASES
+
+
+def local_model_folder(spec: Any) -> Path | None:
+    """The local folder a model spec reads its files from, resolved, without loading or converting anything.
+
+    The embedded default's aliases map to its cache folder (:func:`embedded_default_dir`), a
+    ``.gguf`` file to the folder holding it, a local model folder to itself; a hub id or an
+    in-memory model gives None. This is the one resolver behind every "never write into the input
+    model's folder" check (``train``, ``merge``, ``demo``) and behind :func:`resolve_model_path`.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    if is_embedded_alias(spec):
+        return embedded_default_dir().expanduser().resolve()
+    p = Path(str(spec)).expanduser()
+    if p.exists():
+        return (p if p.is_dir() else p.parent).resolve()
+    return None
+
+
+def check_output_outside_models(out: str | os.PathLike, models: dict[str, Any], *, flag: str = "--out") -> Path:
+    """Refuse an output folder that is, lies inside, or contains one of the input models' folders.
+
+    ``models`` maps an option name (``"--model"``) to its spec; specs resolve through
+    :func:`local_model_folder`, so ``smollm2-135m-instruct`` guards the embedded model's cache.
+    Returns the resolved output path. Raises :class:`~obliviate.config.ConfigError`.
+    """
+    from .config import ConfigError
+
+    o = Path(out).expanduser().resolve()
+    for role, spec in models.items():
+        src = local_model_folder(spec)
+        if src is None:
+            continue
+        if o == src or src in o.parents:
+            raise ConfigError(f"{flag} {o} lies inside the input model's folder {src} ({role} {spec}); obliviate "
+                              "never writes there: choose another output folder")
+        if o in src.parents:
+            raise ConfigError(f"{flag} {o} contains the input model's folder {src} ({role} {spec}); writing there "
+                              "could replace the input model: choose an output folder outside it")
+    return o
+
+
 def resolve_model_path(spec: str | os.PathLike) -> tuple[str, str | None]:
     """Map a model spec to ``(path_or_hub_id, gguf_file_or_None)``.
 
-    Raises :class:`ModelLoadError` for a path that looks local but does not exist.
+    The embedded default is converted to its cache folder on first use. Raises
+    :class:`ModelLoadError` for a path that looks local but does not exist.
     """
     s = str(spec)
-    if s.lower() in EMBEDDED_ALIASES:
+    if is_embedded_alias(s):
         return str(ensure_embedded_default()), None
     p = Path(s).expanduser()
     if s.endswith(".gguf"):
@@ -225,7 +272,14 @@ def load_tokenizer(spec: str | os.PathLike, *, trust_remote_code: bool = False):
 def _adapter_base(path: str) -> str:
     import json
 
-    cfg = json.loads(Path(path, "adapter_config.json").read_text())
+    f = Path(path, "adapter_config.json")
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{f}: not a valid adapter config (invalid JSON: {e}); re-save the adapter "
+                             "with peft's save_pretrained") from e
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{f}: not a valid adapter config (expected a JSON object)")
     base = cfg.get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(f"{path}: adapter_config.json names no base_model_name_or_path")
@@ -240,12 +294,16 @@ def load_model(
     lora: LoraSpec | dict | None = None,
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    check_finite: bool = True,
 ):
     """Load ``(model, tokenizer)`` for a causal LM from a hub id, folder, GGUF file or the default.
 
     A folder holding a peft adapter (``adapter_config.json``) is loaded onto its base model and
     merged. ``lora`` wraps the loaded model in a fresh LoRA adapter. The tokenizer always has a
-    pad token and a chat template (see :func:`ensure_chat_template`).
+    pad token and a chat template (see :func:`ensure_chat_template`). With ``check_finite`` a model
+    whose weights hold NaN/inf is refused (:class:`ModelLoadError`), so an evaluation never reports
+    scores of a broken model. Truncated or corrupt safetensors / GGUF files, refused pickles, custom
+    code without ``trust_remote_code`` and malformed configs raise :class:`ModelLoadError` naming the file.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -262,7 +320,9 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(path, **{k: v for k, v in kwargs.items() if k != "dtype"})
     except OSError as e:
-        raise ModelLoadError(f"cannot load a model config from {spec!r}: {e}") from e
+        raise ModelLoadError(f"cannot load a model config from {spec!r}: {' '.join(str(e).split())}") from e
+    except Exception as e:  # noqa: BLE001 - translated into one clear line, or re-raised
+        raise _load_error(spec, path, gguf, e) from e
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ValueError as e:
@@ -271,11 +331,16 @@ def load_model(
                 f"{spec!r} is a {type(config).__name__} ({getattr(config, 'model_type', '?')}), not a causal "
                 "language model; obliviate needs a model loadable with AutoModelForCausalLM"
             ) from e
-        raise
+        raise _load_error(spec, path, gguf, e) from e
+    except Exception as e:  # noqa: BLE001
+        raise _load_error(spec, path, gguf, e) from e
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        try:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        except Exception as e:  # noqa: BLE001
+            raise _load_error(adapter, adapter, None, e) from e
     if gguf:
         tok = _gguf_tokenizer(path, gguf)
     elif adapter and Path(adapter, "tokenizer_config.json").is_file():
@@ -285,6 +350,12 @@ def load_model(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     model.to(dev)
+    if check_finite:
+        bad = non_finite_parameters(model)
+        if bad:
+            raise ModelLoadError(
+                f"{spec}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); this is not "
+                "a usable model (a diverged training run?); retrain it with a lower lr or gradient clipping")
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -293,6 +364,56 @@ def load_model(
             model.enable_input_require_grads()
         model = apply_lora(model, lora)
     return model, tok
+
+
+def non_finite_parameters(model) -> list[str]:
+    """Names of the parameters and buffers of ``model`` holding any NaN or ±inf (empty when all finite).
+
+    One ``isfinite(...).all()`` reduction per tensor, gathered with a single device sync.
+    """
+    named = [(n, t) for n, t in list(model.named_parameters()) + list(model.named_buffers())
+             if t.is_floating_point() and t.numel() and t.device.type != "meta"]
+    if not named:
+        return []
+    ok: dict[str, bool] = {}
+    with torch.no_grad():
+        by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+        for n, t in named:
+            by_device.setdefault(t.device, []).append((n, t))
+        for group in by_device.values():  # one sync per device
+            flags = torch.stack([torch.isfinite(t).all() for _, t in group]).tolist()
+            ok.update({n: f for (n, _), f in zip(group, flags)})
+    return [n for n, _ in named if not ok[n]]
+
+
+def _load_error(spec: Any, path: str, gguf: str | None, e: BaseException) -> BaseException:
+    """Turn a library's load failure into a one-line :class:`ModelLoadError` naming the file (else return ``e``)."""
+    import pickle
+    import struct
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = Path(path, gguf) if gguf else Path(path)
+    if type(e).__name__ == "SafetensorError":
+        files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+        name = ", ".join(f.name for f in files[:4]) or "the .safetensors file"
+        return ModelLoadError(f"{where}: {name} is truncated or corrupt ({text}); re-save or re-download the model")
+    if gguf and isinstance(e, (struct.error, ValueError, EOFError, IndexError, KeyError, OSError)):
+        return ModelLoadError(f"{where}: not a readable GGUF file, truncated or corrupt ({text}); re-download it")
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+        pickles = sorted(f.name for ext in ("*.bin", "*.pt", "*.pth", "*.ckpt") for f in Path(path).glob(ext)) \
+            if Path(path).is_dir() else []
+        if pickles:
+            where = Path(path, pickles[0])
+        return ModelLoadError(f"{where}: refusing to unpickle a weights file that holds more than tensors (loaded "
+                              "with weights_only=True, which blocks code execution); convert the checkpoint to "
+                              "safetensors from a trusted copy")
+    if "trust_remote_code" in str(e):
+        return ModelLoadError(f"{spec}: the model needs its own Python code (custom architecture); obliviate does "
+                              "not run code from a model folder or the hub unless you pass --trust-remote-code "
+                              "(only for code you have read and trust)")
+    if isinstance(e, (ValueError, UnicodeDecodeError)) and ("JSON" in str(e) or "json" in str(e)):
+        return ModelLoadError(f"{where}: a config file is not valid JSON ({text})")
+    return e
 
 
 def _gguf_tokenizer(folder: str, gguf: str):

@@ -23,8 +23,11 @@ Layout of ``out``::
     merge/     alpha_<α>/  (safetensors model + tokenizer + merge.json + manifest.json)
     eval/      <model label>/metrics.json  generations.jsonl
 
-Every stage is skipped when its output already exists, so an interrupted run resumes where it
-stopped (the generation cache also resumes a half-done augmentation).
+A finished stage is reused only when the ``stage.json`` beside its output (the stage's config fields
+and the hashes of its inputs, written before the stage runs) matches what the config asks for now, so
+an interrupted run resumes where it stopped (the generation cache also resumes a half-done
+augmentation); a finished stage made with other settings stops the run with the list of differing
+fields before anything is written, unless ``force`` (``obliviate run --force``) redoes it.
 """
 
 from __future__ import annotations
@@ -124,7 +127,8 @@ class RunConfig:
     model: str = "smollm2-135m-instruct"
     out: str = ""
     seed: int = 0
-    generator: str | None = None  #: augment generator spec; default ``transformers:<model>`` (p_θ)
+    #: augment generator: a spec string or a ``GeneratorConfig`` mapping; default ``transformers:<model>`` (p_θ)
+    generator: str | dict[str, Any] | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: UlmrAugmentConfig = field(default_factory=UlmrAugmentConfig)
     train: dict[str, Any] = field(default_factory=dict)  #: TrainConfig fields over the method preset
@@ -142,6 +146,10 @@ class RunConfig:
             raise ConfigError(f"seed: must be >= 0, got {self.seed}")
         if "method" in self.train and self.train["method"] != self.method:
             raise ConfigError(f"train.method: {self.train['method']!r} differs from method {self.method!r}")
+        if self.generator is not None and self.generator != "self":
+            from .generate.factory import as_generator_config
+
+            as_generator_config(self.generator)  # a string form or a mapping (README "Choosing a generator")
 
     # derived -------------------------------------------------------------------------------
     def train_config(self):
@@ -177,6 +185,204 @@ def load_run_config(path: str | os.PathLike | None, overrides: Sequence[str] = (
 
 
 # ---------------------------------------------------------------------------------------------
+# stage records: a stage's output is reused only when it was made from the same settings and inputs
+# ---------------------------------------------------------------------------------------------
+#: the record of the settings and inputs a stage was made with, in the stage's folder
+STAGE_FILE = "stage.json"
+#: TrainConfig fields that do not change the trained model (left out of the train stage's record)
+TRAIN_FIELDS_NOT_RECORDED = ("progress", "num_workers", "logging_steps", "save_steps", "save_total_limit",
+                             "description", "source")
+_MISSING = "<absent>"
+
+
+class StageMismatchError(ConfigError):
+    """An existing stage of a run folder was made with other settings or inputs than the config asks for."""
+
+
+def records_digest(records: Sequence[QARecord]) -> str:
+    """sha256 of the records' content (every field, in order): the identity of a stage's data input."""
+    import hashlib
+
+    blob = json.dumps([r.to_dict() for r in records], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    from .io import redact
+
+    return json.loads(json.dumps(redact(obj), sort_keys=True, default=str))
+
+
+def stage_record(stage: str, fields: dict, inputs: dict | None = None) -> dict:
+    """The record of one stage: its config ``fields`` and its ``inputs`` (name → content hash), plus a
+    ``fingerprint`` = sha256 over both. Credentials in URLs are redacted first (they never change outputs)."""
+    import hashlib
+
+    fields, inputs = _plain(fields), _plain(inputs or {})
+    blob = json.dumps({"fields": fields, "inputs": inputs}, sort_keys=True)
+    return {"stage": stage, "fingerprint": hashlib.sha256(blob.encode()).hexdigest(), "fields": fields,
+            "inputs": inputs}
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def _show(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def stage_differences(old: dict, new: dict, *, inputs: bool = True) -> list[str]:
+    """``field: old → new`` for every config field (dotted path) that differs between two stage records,
+    and ``input NAME: changed`` for every input whose hash differs (when ``inputs``)."""
+    diffs = []
+    a, b = _flatten(old.get("fields", {})), _flatten(new.get("fields", {}))
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+        if va != vb:
+            diffs.append(f"{k}: {_show(va)} → {_show(vb)}")
+    if inputs:
+        a, b = _flatten(old.get("inputs", {})), _flatten(new.get("inputs", {}))
+        for k in sorted(set(a) | set(b)):
+            if a.get(k, _MISSING) != b.get(k, _MISSING):
+                diffs.append(f"input {k}: changed ({str(a.get(k, _MISSING))[:12]} → {str(b.get(k, _MISSING))[:12]})")
+    return diffs
+
+
+def read_stage_record(path: Path) -> dict | None:
+    """The stage record at ``path``, or None when it is missing or unreadable."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and "fields" in rec else None
+
+
+def reuse_stage(record_path: Path, new: dict, done: bool, *, force: bool = False, inputs: bool = True,
+                outputs: Sequence[Path] = (), run_dir: Path | None = None) -> bool:
+    """Whether the finished output of a stage may be reused; else prepare to (re)run it.
+
+    ``done``: the stage's output exists. Returns True when it does and its record (``record_path``)
+    matches ``new`` (fields, and inputs when ``inputs``). A finished stage whose record differs (or
+    is missing) raises :class:`StageMismatchError` listing the differing fields, unless ``force``:
+    then its ``outputs`` are deleted and False is returned. Returns False when the stage is not done.
+    """
+    import shutil
+
+    if not done:
+        return False
+    old = read_stage_record(record_path)
+    if old is not None and old.get("fingerprint") == new["fingerprint"]:
+        return True
+    if old is None:
+        diffs = [f"no record of the settings it was made with ({record_path.name} missing: made by an older "
+                 "obliviate, or interrupted)"]
+    else:
+        diffs = stage_differences(old, new, inputs=inputs)
+        if not diffs:
+            return True
+    where = record_path.parent
+    if not force:
+        more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""
+        raise StageMismatchError(
+            f"{run_dir or where}: the finished stage '{new['stage']}' in {where} was made with other settings: "
+            f"{'; '.join(diffs[:10])}{more}. Rerun with --force to redo it (and the stages after it) with the new "
+            "config, or choose another --out")
+    log.warning("%s: --force: redoing stage %s (%s)", where, new["stage"], "; ".join(diffs[:10]))
+    for p in outputs:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    return False
+
+
+def write_stage_record(record_path: Path, rec: dict) -> None:
+    """Write a stage's record (before the stage runs: a finished output always has its record)."""
+    from .io import atomic_write_json
+
+    atomic_write_json(record_path, rec)
+
+
+def _generator_spec(cfg: "RunConfig", model=None) -> Any:
+    """The augment generator: ``cfg.generator`` (string or mapping) or ``transformers:<model>``;
+    ``self`` and a transformers mapping without a model mean ``cfg.model`` unless a model is handed over."""
+    g = cfg.generator
+    if g is None or g == "self":
+        return "self" if model is not None else f"transformers:{cfg.model}"
+    if isinstance(g, dict) and g.get("backend", "transformers") == "transformers" \
+            and g.get("model") in (None, "", "self") and model is None:
+        return {**g, "model": cfg.model}
+    return g
+
+
+def augment_record(cfg: "RunConfig", forget: Sequence[QARecord] | None) -> dict:
+    """The augment stage's record: generator identity, ULMR augmentation settings, the forget data's hash."""
+    from .config import to_dict
+    from .generate.factory import generator_identity
+
+    return stage_record("augment", {"generator": generator_identity(_generator_spec(cfg), cfg.model),
+                                    "augment": to_dict(cfg.augment)},
+                        None if forget is None else {"forget": records_digest(forget)})
+
+
+def train_record(cfg: "RunConfig", streams: dict[str, Sequence[QARecord]] | None) -> dict:
+    """The train stage's record: the base model, the resolved training settings, each stream's hash."""
+    from .config import to_dict
+
+    tc = {k: v for k, v in to_dict(cfg.train_config()).items() if k not in TRAIN_FIELDS_NOT_RECORDED}
+    return stage_record("train", {"model": cfg.model, "train": tc},
+                        None if streams is None else {k: records_digest(v) for k, v in streams.items()})
+
+
+def _weights_id(spec: Any) -> str:
+    from .generate.factory import weights_fingerprint
+
+    try:
+        return weights_fingerprint(Path(str(spec))) or str(spec)
+    except OSError:
+        return str(spec)
+
+
+def merge_record(cfg: "RunConfig", alpha: float, tuned: Path | None, base: Any = None) -> dict:
+    """The record of one merge α: the base model, α, and a fingerprint of the trained weights."""
+    return stage_record(f"merge α={alpha:g}", {"model": str(base or cfg.model), "alpha": alpha},
+                        None if tuned is None else {"trained": _weights_id(tuned)})
+
+
+def eval_record(cfg: "RunConfig", label: str, model_spec: Any, sets: dict[str, list[QARecord]] | None,
+                system: str | None, out: Path) -> dict:
+    """The record of one model's evaluation: the model, system prompt and evaluation settings; the
+    model weights' fingerprint and the evaluated sets' hashes as inputs."""
+    from .config import to_dict
+    from .io import file_sha256
+
+    spec = Path(str(model_spec))
+    try:
+        shown = str(spec.resolve().relative_to(out.resolve()))  # a run folder may be moved
+    except ValueError:
+        shown = str(model_spec)
+    ev = {k: v for k, v in to_dict(cfg.eval).items() if k != "models"}
+    fields = {"model": shown, "system_prompt": system, "eval": ev}
+    if cfg.eval.suite == "tofu":
+        fields["tofu_source"] = cfg.data.tofu_source
+    inputs = None
+    if sets is not None:
+        inputs = {"model": _weights_id(model_spec)}
+        if cfg.eval.suite == "rouge":
+            inputs.update({f"set.{k}": records_digest(v) for k, v in sets.items()})
+        if cfg.eval.retain_result and Path(cfg.eval.retain_result).is_file():
+            inputs["retain_result"] = file_sha256(cfg.eval.retain_result)
+    return stage_record(f"eval {label}", fields, inputs)
+
+
+# ---------------------------------------------------------------------------------------------
 # stages
 # ---------------------------------------------------------------------------------------------
 def _is_model_dir(p: Path) -> bool:
@@ -184,20 +390,23 @@ def _is_model_dir(p: Path) -> bool:
 
 
 def stage_augment(cfg: RunConfig, forget: list[QARecord], out: Path, *, progress: bool = True,
-                  model=None, tokenizer=None) -> tuple[list[dict], dict]:
-    """ULMR augmentation into ``out/augment`` (skipped when ``forget_augmented.jsonl`` exists)."""
+                  model=None, tokenizer=None, force: bool = False) -> tuple[list[dict], dict]:
+    """ULMR augmentation into ``out/augment`` (reused when ``forget_augmented.jsonl`` exists and its
+    ``stage.json`` matches the generator, augmentation settings and forget data; see :func:`reuse_stage`)."""
     from .generate.factory import make_generator
     from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
     from .augment.ulmr import augment_ulmr, render_report
 
     d = out / "augment"
     f = d / "forget_augmented.jsonl"
-    if f.is_file():
+    rec = augment_record(cfg, forget)
+    if reuse_stage(d / STAGE_FILE, rec, f.is_file(), force=force, outputs=[f], run_dir=out):
         stats = json.loads((d / "augment_stats.json").read_text()) if (d / "augment_stats.json").is_file() else {}
-        log.info("augment: %s exists, skipped", f)
+        log.info("augment: %s exists, reused", f)
         return read_jsonl(f), {**stats, "skipped": True}
     d.mkdir(parents=True, exist_ok=True)
-    spec = cfg.generator or ("self" if model is not None else f"transformers:{cfg.model}")
+    write_stage_record(d / STAGE_FILE, rec)
+    spec = _generator_spec(cfg, model)
     gen = make_generator(spec, model=model, tokenizer=tokenizer, cache_dir=d / "cache", progress=progress)
     rows, stats = augment_ulmr(forget, gen, config=cfg.augment, progress=progress)
     if not rows:
@@ -209,30 +418,41 @@ def stage_augment(cfg: RunConfig, forget: list[QARecord], out: Path, *, progress
 
 
 def stage_train(cfg: RunConfig, streams: dict[str, list[QARecord]], out: Path, *, progress: bool = True,
-                model_spec: Any = None, tokenizer=None) -> Path | None:
-    """Train into ``out/train`` (skipped when ``out/train/model`` exists, or for ``train: false`` presets)."""
+                model_spec: Any = None, tokenizer=None, force: bool = False) -> Path | None:
+    """Train into ``out/train`` (none for ``train: false`` presets). ``out/train/model`` is reused when
+    its ``stage.json`` matches the model, the training settings and the streams' data."""
     from .train import train_unlearning
 
     tc = cfg.train_config()
     if not tc.train:
         return None
     final = out / "train" / "model"
-    if _is_model_dir(final):
-        log.info("train: %s exists, skipped", final)
+    rec = train_record(cfg, streams)
+    if reuse_stage(out / "train" / STAGE_FILE, rec, _is_model_dir(final), force=force,
+                   outputs=[final, out / "train" / "checkpoints"], run_dir=out):
+        log.info("train: %s exists, reused", final)
         return final
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    write_stage_record(out / "train" / STAGE_FILE, rec)
     tc.progress = progress
     return train_unlearning(model_spec if model_spec is not None else cfg.model, tokenizer, streams, tc,
                             out / "train")
 
 
-def stage_merge(cfg: RunConfig, base: str | Path, tuned: Path, out: Path, *, progress: bool = True) -> dict[float, Path]:
-    """Average ``base`` and ``tuned`` for every α into ``out/merge/alpha_<α>`` (existing ones are kept)."""
+def stage_merge(cfg: RunConfig, base: str | Path, tuned: Path, out: Path, *, progress: bool = True,
+                force: bool = False) -> dict[float, Path]:
+    """Average ``base`` and ``tuned`` for every α into ``out/merge/alpha_<α>`` (an existing one is reused
+    when ``out/merge/alpha_<α>.stage.json`` matches the base, α and the trained weights)."""
     from .merge import merge_models
 
     res = {}
     for a in cfg.merge.alpha:
         target = out / "merge" / f"alpha_{a:g}"
-        if not (target / "merge.json").is_file():
+        rec_path = out / "merge" / f"alpha_{a:g}.{STAGE_FILE}"
+        rec = merge_record(cfg, a, tuned, base)
+        if not reuse_stage(rec_path, rec, (target / "merge.json").is_file(), force=force, outputs=[target],
+                           run_dir=out):
+            write_stage_record(rec_path, rec)
             merge_models(base, tuned, a, target, progress=progress, overwrite=True)
         res[a] = target
     return res
@@ -265,14 +485,19 @@ def rouge_eval(model, tokenizer, sets: dict[str, list[QARecord]], *, max_new_tok
 
 
 def stage_eval(cfg: RunConfig, label: str, model_spec: str | Path, sets: dict[str, list[QARecord]], out: Path, *,
-               system: str | None = None, progress: bool = True) -> dict:
-    """Evaluate one model into ``out/eval/<label>`` (skipped when its ``metrics.json`` exists)."""
+               system: str | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Evaluate one model into ``out/eval/<label>`` (its ``metrics.json`` is reused when ``stage.json``
+    matches the model, its weights, the system prompt, the evaluation settings and the sets)."""
     from .io import atomic_write_json, atomic_write_jsonl
     from .models import load_model
 
     d = out / "eval" / label
-    if (d / "metrics.json").is_file():
+    rec = eval_record(cfg, label, model_spec, sets, system, out)
+    if reuse_stage(d / STAGE_FILE, rec, (d / "metrics.json").is_file(), force=force,
+                   outputs=[d / "metrics.json", d / "generations.jsonl"], run_dir=out):
         return json.loads((d / "metrics.json").read_text())
+    d.mkdir(parents=True, exist_ok=True)
+    write_stage_record(d / STAGE_FILE, rec)
     model, tok = load_model(str(model_spec))
     if cfg.eval.suite == "tofu":
         from .evals.tofu import evaluate_tofu
@@ -322,32 +547,90 @@ def render_run_report(cfg: RunConfig, results: dict[str, dict], info: dict) -> s
     return "\n".join(lines)
 
 
-def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
+def _eval_plan(cfg: RunConfig, tc, out: Path) -> list[tuple[str, Any, str | None]]:
+    """``(label, model spec, system prompt)`` of every model the run evaluates."""
+    from .methods import prompting_system_prompt
+
+    if cfg.eval.suite == "none":
+        return []
+    system = None
+    if not tc.train and tc.system_prompt:
+        system = prompting_system_prompt(cfg.data.target or "the unlearning target", tc.system_prompt)
+    todo: list[tuple[str, Any, str | None]] = []
+    if "base" in cfg.eval.models:
+        todo.append(("base", cfg.model, None))
+        if system:
+            todo.append(("prompting", cfg.model, system))
+    if tc.train and "trained" in cfg.eval.models:
+        todo.append(("trained", out / "train" / "model", None))
+    if tc.train and cfg.merge_enabled and "merged" in cfg.eval.models:
+        todo += [(f"merged_alpha_{a:g}", out / "merge" / f"alpha_{a:g}", None) for a in cfg.merge.alpha]
+    return todo
+
+
+def check_run_dir(cfg: RunConfig, out: Path | None = None) -> None:
+    """Before anything is written: every finished stage in the run folder must have been made with the
+    settings ``cfg`` asks for (inputs are checked again when each stage is reached). Raises
+    :class:`StageMismatchError` listing every differing field, stage by stage."""
+    out = Path(cfg.out) if out is None else out
+    tc = cfg.train_config()
+    plan: list[tuple[Path, dict, bool]] = []
+    if cfg.augment_enabled and tc.train:
+        plan.append((out / "augment" / STAGE_FILE, augment_record(cfg, None),
+                     (out / "augment" / "forget_augmented.jsonl").is_file()))
+    if tc.train:
+        plan.append((out / "train" / STAGE_FILE, train_record(cfg, None), _is_model_dir(out / "train" / "model")))
+        if cfg.merge_enabled:
+            plan += [(out / "merge" / f"alpha_{a:g}.{STAGE_FILE}", merge_record(cfg, a, None),
+                      (out / "merge" / f"alpha_{a:g}" / "merge.json").is_file()) for a in cfg.merge.alpha]
+    for label, spec, system in _eval_plan(cfg, tc, out):
+        plan.append((out / "eval" / label / STAGE_FILE, eval_record(cfg, label, spec, None, system, out),
+                     (out / "eval" / label / "metrics.json").is_file()))
+    errors = []
+    for rec_path, rec, done in plan:
+        try:
+            reuse_stage(rec_path, rec, done, inputs=False, run_dir=out)
+        except StageMismatchError as e:
+            errors.append(str(e).split(": the finished stage ", 1)[-1].split(". Rerun with --force")[0])
+    if errors:
+        raise StageMismatchError(f"{out}: finished stages were made with another config (nothing was run): "
+                                 + " | ".join(errors) + ". Rerun with --force to redo them (and the stages after "
+                                 "them) with the new config, or choose another --out")
+
+
+def run_pipeline(cfg: RunConfig, *, progress: bool = True, force: bool = False) -> dict:
     """Run every stage ``cfg`` asks for in ``cfg.out``; return ``{"results", "paths", "stages"}``.
 
-    Stages whose outputs exist are skipped (resumable). Writes ``config.yaml``, ``metrics.json``,
-    ``report.md`` and ``manifest.json`` at the top of the run directory.
+    A finished stage is reused only when its ``stage.json`` (the settings and input hashes it was
+    made with) matches; a finished stage made otherwise stops the run before anything is written
+    (:func:`check_run_dir`, :class:`StageMismatchError` naming the fields that differ) unless
+    ``force``, which redoes it and every stage after it that depends on it. Writes ``config.yaml``
+    (credentials in URLs redacted), ``metrics.json``, ``report.md`` and ``manifest.json`` at the
+    top of the run directory.
     """
     import yaml
 
     from .config import to_dict
-    from .io import Manifest, atomic_write_json, atomic_write_text
-    from .methods import prompting_system_prompt
+    from .io import Manifest, atomic_write_json, atomic_write_text, redact
 
     t0 = time.time()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train_config()  # validated again, before any heavy work
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    if not force:
+        check_run_dir(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False, allow_unicode=True))
     manifest = Manifest(out, "run", config=to_dict(cfg), seed=cfg.seed)
     srcs = dict(tofu_source=cfg.data.tofu_source, rwku_source=cfg.data.rwku_source)
     forget = resolve_records(cfg.data.forget, **srcs)
     if cfg.data.limit:
         forget = forget[: cfg.data.limit]
     retain = resolve_records(cfg.data.retain, **srcs) if cfg.data.retain else None
-    eval_sets = {"forget": resolve_records(cfg.data.eval_forget, **srcs) if cfg.data.eval_forget else forget}
+    eval_sets = {"forget": resolve_records(cfg.data.eval_forget, purpose="eval", **srcs)
+                 if cfg.data.eval_forget else forget}
     if cfg.data.eval_retain or retain:
-        eval_sets["retain"] = resolve_records(cfg.data.eval_retain, **srcs) if cfg.data.eval_retain else retain
+        eval_sets["retain"] = (resolve_records(cfg.data.eval_retain, purpose="eval", **srcs)
+                               if cfg.data.eval_retain else retain)
     if cfg.eval.max_samples:
         eval_sets = {k: v[: cfg.eval.max_samples] for k, v in eval_sets.items()}
     for name, src in (("forget", cfg.data.forget), ("retain", cfg.data.retain)):
@@ -362,7 +645,7 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
     # 1. augment
     train_forget = forget
     if cfg.augment_enabled and tc.train:
-        rows, stats = stage_augment(cfg, forget, out, progress=progress)
+        rows, stats = stage_augment(cfg, forget, out, progress=progress, force=force)
         from .augment.ulmr import rows_to_records
 
         train_forget = rows_to_records(rows)
@@ -374,19 +657,21 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
     # 2. train
     trained = None
     if tc.train:
-        existed = _is_model_dir(out / "train" / "model")
         streams = {"forget": train_forget}
         if retain:
             streams["retain"] = retain
-        trained = stage_train(cfg, streams, out, progress=progress)
-        stages["train"] = "skipped (exists)" if existed else "done"
+        old = read_stage_record(out / "train" / STAGE_FILE)
+        reused = (_is_model_dir(out / "train" / "model") and old is not None
+                  and old.get("fingerprint") == train_record(cfg, streams)["fingerprint"])
+        trained = stage_train(cfg, streams, out, progress=progress, force=force)
+        stages["train"] = "skipped (exists)" if reused else "done"
         paths["trained"] = str(trained)
     else:
         stages["train"] = "not used by this method (train: false)"
     # 3. merge
     merged: dict[float, Path] = {}
     if trained is not None and cfg.merge_enabled:
-        merged = stage_merge(cfg, cfg.model, trained, out, progress=progress)
+        merged = stage_merge(cfg, cfg.model, trained, out, progress=progress, force=force)
         stages["merge"] = "α = " + ", ".join(f"{a:g}" for a in merged)
         paths["merged"] = {f"{a:g}": str(p) for a, p in merged.items()}
     else:
@@ -394,20 +679,9 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
     # 4. evaluate
     results: dict[str, dict] = {}
     if cfg.eval.suite != "none":
-        system = None
-        if not tc.train and tc.system_prompt:
-            system = prompting_system_prompt(cfg.data.target or "the unlearning target", tc.system_prompt)
-        todo: list[tuple[str, Any, str | None]] = []
-        if "base" in cfg.eval.models:
-            todo.append(("base", cfg.model, None))
-            if system:
-                todo.append(("prompting", cfg.model, system))
-        if trained is not None and "trained" in cfg.eval.models:
-            todo.append(("trained", trained, None))
-        if "merged" in cfg.eval.models:
-            todo += [(f"merged_alpha_{a:g}", p, None) for a, p in merged.items()]
-        for label, spec, sysp in todo:
-            results[label] = stage_eval(cfg, label, spec, eval_sets, out, system=sysp, progress=progress)
+        for label, spec, sysp in _eval_plan(cfg, tc, out):
+            results[label] = stage_eval(cfg, label, spec, eval_sets, out, system=sysp, progress=progress,
+                                        force=force)
         stages["evaluate"] = f"{cfg.eval.suite}: " + ", ".join(results)
     else:
         stages["evaluate"] = "not requested"

@@ -11,10 +11,17 @@ Layouts (:data:`LAYOUTS`; the column → metric-key mapping is this one table, e
 * ``tofu`` — ULMR Table 3: forget / retain / real authors / world facts × ROUGE-L recall (R),
   probability (P), truth ratio (TR), plus forget quality (KS p-value) and model utility;
 * ``rwku`` — ULMR Table 4 (RWKU's main table): forget FB / QA / AA / All, neighbor FB / QA / All,
-  MIA FM / RM (mean loss), utility Gen (MMLU) / Rea (BBH) / Tru (TruthfulQA) / Fac (TriviaQA) /
-  Flu (AlpacaEval entropy);
-* ``snap`` — SNAP Table 1: UA, UA♣ (multi-hop), RA, TA and their unweighted mean Avg.;
-* ``lm-eval`` — one column per lm-evaluation-harness task found in the runs.
+  MIA FM / RM (mean loss ×100, as ULMR Table 4 prints it: 222.62 for a mean token NLL of 2.2262),
+  utility Gen (MMLU) / Rea (BBH) / Tru (TruthfulQA) / Fac (TriviaQA) / Flu (AlpacaEval entropy);
+* ``snap`` — SNAP Table 1: UA, UA♣ (multi-hop), RA, TA and their unweighted mean Avg., each with
+  its 95 % interval ("85.71 [60.1, 96.0]") when the run stores ``<key>_ci_low`` / ``<key>_ci_high``;
+* ``snap-table2`` — SNAP Table 2: the nine zero-shot lm-eval tasks, their mean Avg. and its
+  relative change against the original model (the run's stored ``snap_table2_drop`` from
+  ``eval lm-eval --reference``, else against the table's reference run: the first run, as SNAP
+  lists the original model first);
+* ``lm-eval`` — one column per lm-evaluation-harness task found in the runs;
+* ``audit`` — ``obliviate audit`` results (``audit.json``): forget ROUGE-L before and after each
+  attack (relearning, 8/4-bit quantization, prompt attacks), MIA AUCs and the share of attacks passed.
 
 Fractions are shown ×100 (the papers' percentages); losses, entropies and p-values as they are.
 A metric a run lacks is a blank cell ``–``.
@@ -32,13 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .evals.lm_eval_bridge import SNAP_TABLE2, preset_summary
 from .io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- the mapping table
 #: layout -> (benchmark name in metrics.json, title, [(group, column, metric key(s), format)]).
-#: ``format``: "pct" (fraction shown ×100), "num" (shown as is, 2 decimals), "p" (p-value, 3 sig. digits).
+#: ``format``: "pct" (fraction shown ×100), "num" (shown as is, 2 decimals), "p" (p-value, 3 sig. digits),
+#: "x100" (a loss shown ×100, 2 decimals: ULMR Table 4's MIA columns), "rel" (a relative change shown as a
+#: signed percentage with one decimal, SNAP Table 2's "(-3.4%)").
 #: A tuple of keys means "the first one present" (tolerates renamed keys).
 LAYOUTS: dict[str, dict[str, Any]] = {
     "tofu": {
@@ -74,8 +84,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
             ("Neighbor Set", "FB", ("neighbor_fb", "neighbor_level1"), "pct"),
             ("Neighbor Set", "QA", ("neighbor_qa", "neighbor_level2"), "pct"),
             ("Neighbor Set", "All", ("neighbor_all", "neighbor_avg"), "pct"),
-            ("MIA Set", "FM", ("mia_fm", "forget_mia_loss", "mia_forget"), "num"),
-            ("MIA Set", "RM", ("mia_rm", "retain_mia_loss", "mia_retain"), "num"),
+            ("MIA Set", "FM", ("mia_fm", "forget_mia_loss", "mia_forget"), "x100"),
+            ("MIA Set", "RM", ("mia_rm", "retain_mia_loss", "mia_retain"), "x100"),
             ("Utility Set", "Gen", ("utility_gen", "mmlu"), "pct"),
             ("Utility Set", "Rea", ("utility_rea", "bbh"), "pct"),
             ("Utility Set", "Tru", ("utility_tru", "truthfulqa"), "pct"),
@@ -96,6 +106,36 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         ],
         "tradeoff": ("UA", "TA"),
     },
+    "snap-table2": {
+        "benchmark": "lm-eval",
+        "title": "SNAP Table 2 (lm-eval, zero-shot)",
+        "columns": [("", label, task, "pct") for label, task in SNAP_TABLE2]
+        + [("", "Avg.", "snap_table2_avg", "pct"), ("", "Δ vs original", "snap_table2_drop", "rel")],
+        "tradeoff": None,
+        # shown only for runs holding at least one of these keys
+        "requires": tuple(task for _, task in SNAP_TABLE2),
+    },
+    "audit": {  # `obliviate audit` (audit.json): each attack's recovered forget ROUGE-L, MIA AUCs, verdicts
+        "benchmark": "audit",
+        "title": "Audit: forget ROUGE-L recall after each attack (obliviate audit)",
+        "columns": [
+            ("", "Before", "before_rouge", "pct"),
+            ("Relearn", "forget", "relearn_forget_rouge", "pct"),
+            ("Relearn", "retain", "relearn_retain_rouge", "pct"),
+            ("Quant", "8-bit", "quant8_rouge", "pct"),
+            ("Quant", "4-bit", "quant4_rouge", "pct"),
+            ("Prompt", "para.", "paraphrase_rouge", "pct"),
+            ("Prompt", "lang.", "language_rouge", "pct"),
+            ("Prompt", "in-ctx", "in_context_rouge", "pct"),
+            ("Prompt", "jailbr.", "jailbreak_rouge", "pct"),
+            ("Prompt", "sampl.", "sampling_rouge", "pct"),
+            ("Prompt", "RWKU adv.", "adversarial_rouge", "pct"),
+            ("MIA AUC", "loss", "mia_loss_auc", "num"),
+            ("MIA AUC", "Min-K%++", "mia_min_k_pp_auc", "num"),
+            ("", "Passed", "pass_rate", "pct"),
+        ],
+        "tradeoff": None,
+    },
     "lm-eval": {
         "benchmark": "lm-eval",
         "title": "lm-evaluation-harness",
@@ -103,8 +143,10 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "tradeoff": None,
     },
 }
-LAYOUT_CHOICES = ("auto", "tofu", "rwku", "snap", "lm-eval")
+LAYOUT_CHOICES = ("auto", "tofu", "rwku", "snap", "snap-table2", "lm-eval", "audit")
 BLANK = "–"
+#: per layout, a column that is a mean of others; shown blank (with a warning) over fewer than two of them
+MEAN_COLUMNS = {"snap": ("Avg", ("UA", "UA_multihop", "RA", "TA"))}
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -158,10 +200,11 @@ def _find_key(obj: Any, key: str, depth: int = 0) -> Any:
 
 def _metrics_files(run_dir: Path) -> list[Path]:
     direct = run_dir / "metrics.json"
+    audits = sorted(p for p in run_dir.rglob("audit.json") if len(p.relative_to(run_dir).parts) <= 4)
     if direct.is_file():
-        return [direct]
+        return [direct] + audits
     found = sorted(p for p in run_dir.rglob("metrics.json") if len(p.relative_to(run_dir).parts) <= 4)
-    return found
+    return found + audits
 
 
 def _benchmark_of(payload: dict, path: Path) -> str:
@@ -248,7 +291,8 @@ def _layout_columns(layout: str, runs: Sequence[Run]) -> list[tuple[str, str, An
     keys: list[str] = []
     for r in runs:
         for k, v in (r.results.get(spec["benchmark"]) or {}).items():
-            if _is_number(v) and "/" not in k and k not in keys:  # "task/metric" details stay in report.json
+            # "task/metric" details stay in report.json; preset summaries have their own layout (snap-table2)
+            if _is_number(v) and "/" not in k and not k.startswith("snap_table2_") and k not in keys:
                 keys.append(k)
     return [("", k, k, "pct") for k in keys]
 
@@ -262,7 +306,28 @@ def format_value(v: Any, fmt: str) -> str:
         return f"{100 * v:.2f}"
     if fmt == "p":
         return f"{v:.3g}"
+    if fmt == "x100":
+        return f"{100 * v:.2f}"
+    if fmt == "rel":
+        return f"{100 * v:+.1f}%"
     return f"{v:.2f}"
+
+
+def _interval(run: Run, benchmark: str, key: str | Sequence[str]) -> tuple[float, float] | None:
+    """The 95 % interval stored beside a metric (``<key>_ci_low`` / ``<key>_ci_high``), or None."""
+    for k in ([key] if isinstance(key, str) else key):
+        if run.value(benchmark, k) is not None:
+            lo, hi = run.value(benchmark, f"{k}_ci_low"), run.value(benchmark, f"{k}_ci_high")
+            return (float(lo), float(hi)) if lo is not None and hi is not None else None
+    return None
+
+
+def _format_interval(iv: tuple[float, float] | None, fmt: str) -> str:
+    """" [78.1, 91.0]" for a fraction's interval (×100 for "pct"), "" when there is none."""
+    if iv is None:
+        return ""
+    scale = 100.0 if fmt == "pct" else 1.0
+    return f" [{scale * iv[0]:.1f}, {scale * iv[1]:.1f}]"
 
 
 def column_label(group: str, col: str) -> str:
@@ -270,24 +335,77 @@ def column_label(group: str, col: str) -> str:
     return f"{group} {col}".strip()
 
 
-def build_table(layout: str, runs: Sequence[Run]) -> dict:
+def _snap_table2_values(runs: Sequence[Run], reference: int | str | None) -> dict[int, dict[str, Any]]:
+    """Per run index: SNAP Table 2's average (stored, else the mean of the nine tasks) and its relative
+    change (stored from ``eval lm-eval --reference``, else against the reference run; the reference
+    run's own is blank)."""
+    ref_i = 0
+    if isinstance(reference, str):
+        names = [r.name for r in runs]
+        if reference not in names:
+            raise ValueError(f"reference run {reference!r} is not one of {names}")
+        ref_i = names.index(reference)
+    elif isinstance(reference, int):
+        if not 0 <= reference < len(runs):
+            raise ValueError(f"reference run index {reference} is out of range for {len(runs)} run(s)")
+        ref_i = reference
+    ref = runs[ref_i].results.get("lm-eval") if runs else None
+    out = {}
+    for i, r in enumerate(runs):
+        m = r.results.get("lm-eval") or {}
+        sm = preset_summary(m, "snap-table2", None if i == ref_i else ref)
+        avg = m.get("snap_table2_avg") if _is_number(m.get("snap_table2_avg")) else sm["snap_table2_avg"]
+        drop = m.get("snap_table2_drop") if _is_number(m.get("snap_table2_drop")) else sm["snap_table2_drop"]
+        out[i] = {"snap_table2_avg": avg, "snap_table2_drop": None if i == ref_i else drop}
+    return out
+
+
+def build_table(layout: str, runs: Sequence[Run], *, reference: int | str | None = None) -> dict:
     """Rows of ``layout`` for ``runs``: ``{"title", "columns", "rows": [[name, cell, ...]], "values"}``.
 
-    ``values`` keeps the raw numbers (None when missing) for JSON and plots.
+    ``values`` keeps the raw numbers (None when missing) for JSON and plots. ``reference`` (a run
+    name or index; default the first run) is the original model that ``snap-table2``'s relative
+    change is measured against. Layouts with ``requires`` keep only the runs that hold one of those keys.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUT_CHOICES)}")
     spec = LAYOUTS[layout]
+    if spec.get("requires"):
+        runs = [r for r in runs if any(r.value(spec["benchmark"], k) is not None for k in spec["requires"])]
     cols = _layout_columns(layout, runs)
     header = ["Method"] + [column_label(g, c) for g, c, _, _ in cols]
     rows, values = [], []
-    for r in runs:
+    notes = []
+    derived = _snap_table2_values(runs, reference) if layout == "snap-table2" else {}
+    for i, r in enumerate(runs):
         vals = [r.value(spec["benchmark"], k) for _, _, k, _ in cols]
+        for j, (_, _, k, _) in enumerate(cols):
+            if isinstance(k, str) and k in derived.get(i, {}):
+                vals[j] = derived[i][k]
+        m = r.results.get(spec["benchmark"]) or {}
+        for (g, c, k, _), v in zip(cols, vals):  # present but not a number: say so instead of a silent blank
+            raw = next((m[x] for x in ([k] if isinstance(k, str) else k) if x in m and m[x] is not None), None)
+            if v is None and raw is not None:
+                notes.append(f"{r.name}: {column_label(g, c)} is {raw!r} in "
+                             f"{r.sources.get(spec['benchmark'], r.path)}, not a number; shown as {BLANK}")
+        if layout in MEAN_COLUMNS:
+            key, parts = MEAN_COLUMNS[layout]
+            have = [p for p in parts if r.value(spec["benchmark"], p) is not None]
+            for i, (_, _, k, _) in enumerate(cols):
+                if k == key and vals[i] is not None and len(have) < 2:
+                    vals[i] = None
+                    notes.append(f"{r.name}: {key} would be the mean of {len(have)} metric(s) "
+                                 f"({', '.join(have) or 'none'}); shown as {BLANK}")
+        ivs = [_interval(r, spec["benchmark"], k) if v is not None else None for v, (_, _, k, _) in zip(vals, cols)]
         values.append({"run": r.name, "path": str(r.path), "alpha": r.alpha,
-                       **{h: v for h, v in zip(header[1:], vals)}})
-        rows.append([r.name] + [format_value(v, f) for v, (_, _, _, f) in zip(vals, cols)])
+                       **{h: v for h, v in zip(header[1:], vals)},
+                       "intervals": {h: list(iv) for h, iv in zip(header[1:], ivs) if iv is not None}})
+        rows.append([r.name] + [format_value(v, f) + _format_interval(iv, f)
+                                for v, iv, (_, _, _, f) in zip(vals, ivs, cols)])
+    for n in notes:
+        log.warning("%s", n)
     return {"layout": layout, "title": spec["title"], "benchmark": spec["benchmark"], "columns": header,
-            "groups": [""] + [g for g, _, _, _ in cols], "rows": rows, "values": values}
+            "groups": [""] + [g for g, _, _, _ in cols], "rows": rows, "values": values, "notes": notes}
 
 
 def table_markdown(table: dict) -> str:
@@ -314,7 +432,9 @@ def table_csv(table: dict) -> str:
 def auto_layouts(runs: Sequence[Run]) -> list[str]:
     """Every layout whose benchmark appears in at least one run (in :data:`LAYOUTS` order)."""
     present = {b for r in runs for b in r.results}
-    return [name for name, spec in LAYOUTS.items() if spec["benchmark"] in present]
+    return [name for name, spec in LAYOUTS.items() if spec["benchmark"] in present
+            and (not spec.get("requires")
+                 or any(r.value(spec["benchmark"], k) is not None for r in runs for k in spec["requires"]))]
 
 
 # ----------------------------------------------------------------------------- plots
@@ -342,7 +462,7 @@ def plot_bars(table: dict, path: Path) -> Path | None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, c in enumerate(cols):
         ax = axes[i // ncol][i % ncol]
-        scale = 100.0 if fmts.get(c) == "pct" else 1.0
+        scale = 100.0 if fmts.get(c) in ("pct", "x100", "rel") else 1.0
         ys = [(v[c] * scale) if v[c] is not None else 0.0 for v in table["values"]]
         ax.bar(range(len(names)), ys, color=[colors[j % len(colors)] for j in range(len(names))])
         for j, v in enumerate(table["values"]):
@@ -408,8 +528,11 @@ def plot_tradeoff(layout: str, runs: Sequence[Run], path: Path) -> Path | None:
 
 # ----------------------------------------------------------------------------- the command
 def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, layout: str = "auto",
-                 names: Sequence[str] | None = None, plots: bool = True) -> dict:
+                 names: Sequence[str] | None = None, plots: bool = True,
+                 reference: int | str | None = None) -> dict:
     """Write ``report.md``, ``<layout>.md``, ``<layout>.csv``, PNG plots and ``report.json`` into ``out_dir``.
+
+    ``reference`` (run name or index, default the first) is the original model of ``snap-table2``.
 
     Returns the ``report.json`` content. Raises ValueError for an unknown layout or a ``names``
     list whose length differs from the number of runs.
@@ -436,7 +559,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                                         "sources": r.sources, "metrics": r.results} for r in runs],
                               "tables": {}, "files": []}
     for lay in layouts:
-        table = build_table(lay, runs)
+        table = build_table(lay, runs, reference=reference)
         report["tables"][lay] = {k: table[k] for k in ("title", "benchmark", "columns", "rows", "values")}
         tmd = table_markdown(table)
         md.append(tmd)
@@ -451,6 +574,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         missing = sum(v[c] is None for v in table["values"] for c in table["columns"][1:])
         if missing:
             md.append(f"_{missing} cell(s) missing (–): the run did not report that metric._\n")
+        md += [f"- {n}" for n in table.get("notes", [])] + ([""] if table.get("notes") else [])
     atomic_write_text(out / "report.md", "\n".join(md))
     report["files"] += ["report.md", "report.json"]
     atomic_write_json(out / "report.json", report)

@@ -27,7 +27,8 @@ import yaml
 
 from .config import ConfigError, from_dict, to_dict
 from .data.records import QARecord
-from .io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .evals.refusal import targets_intervals
+from .io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, redact
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,28 @@ class SnapEvalConfig:
 
     general: str | None = None         # general instruction set for TA (file/dataset; e.g. RWKU fluency.json)
     general_field: str | None = None   # the prompt field in it (default: question/instruction/prompt)
-    max_general: int | None = 300      # SNAP samples 300 dolly-15k instructions
+    max_general: int | None = 300      # SNAP samples 300 dolly-15k instructions (at random: general_seed)
+    general_seed: int = 0              # seed of that sample (fixed, so every run and seed scores the same D_g)
     max_per_set: int | None = None     # cap forget/retain eval sets (None: all)
     max_new_tokens: int = 128
     batch_size: int = 16
-    detector: Literal["rules", "embedding", "rules+embedding"] = "rules"
+    detector: Literal["learned", "rules", "embedding", "rules+embedding"] = "learned"
     evaluate_initial: bool = True      # also evaluate the model before any unlearning (step 0)
     rwku: bool = False                 # add RWKU metrics for each target (target names must be RWKU targets)
     rwku_source: str = "jinzhuoran/RWKU"
     rwku_max_samples: int | None = None
+
+
+@dataclass
+class RetainDataSpec:
+    """QA data that replaces the targets' hard-retaining data as L_r's stream (SNAP §4.6 / Figure 4:
+    the general set D_g as retaining data). Per target, as many rows as its ``retain_train`` holds
+    are sampled at random (``seed``), leaving out the instructions of the TA evaluation set."""
+
+    source: str = ""                   # file / saved dataset, e.g. databricks-dolly-15k.jsonl
+    question_key: str = "question"     # dolly-15k: instruction
+    answer_key: str = "answer"         # dolly-15k: response
+    seed: int = 0
 
 
 @dataclass
@@ -75,6 +89,7 @@ class SnapRunConfig:
     train: dict[str, Any] = field(default_factory=dict)    # TrainConfig overrides
     eval: SnapEvalConfig = field(default_factory=SnapEvalConfig)
     seed: int = 0
+    retain_data: RetainDataSpec | None = None  # None: the targets' hard-retaining data (SNAP); else Figure 4
 
     def parsed_targets(self) -> list[TargetSpec]:
         """The targets as :class:`TargetSpec` (plain strings become ``{name: ...}``)."""
@@ -94,6 +109,10 @@ class SnapRunConfig:
         """Check the run before any heavy work (names the field and the allowed values)."""
         if self.mode not in MODES:
             raise ConfigError(f"mode: {self.mode!r} is not one of {list(MODES)}")
+        if self.generator not in (None, "self"):
+            from .generate.factory import as_generator_config
+
+            as_generator_config(self.generator)  # a spec string or a GeneratorConfig mapping, checked up front
         targets = self.parsed_targets()
         if not targets:
             raise ConfigError("targets: at least one target is required")
@@ -110,6 +129,47 @@ class SnapRunConfig:
         resolve_train_config(self.method, self.train).validate()
         if self.eval.max_new_tokens < 1 or self.eval.batch_size < 1:
             raise ConfigError("eval.max_new_tokens / eval.batch_size: must be >= 1")
+        if self.retain_data is not None:
+            if not self.retain_data.source:
+                raise ConfigError("retain_data.source: a QA file is required (e.g. databricks-dolly-15k.jsonl)")
+            if not Path(self.retain_data.source).exists():
+                raise ConfigError(f"retain_data.source: {self.retain_data.source} not found")
+
+
+def sample_general(prompts: Sequence[str], n: int | None, seed: int = 0) -> list[str]:
+    """SNAP's general set D_g: ``n`` instructions drawn at random without replacement (``seed``), all
+    of them when fewer (or ``n`` None). SNAP samples 300 dolly-15k instructions; its reference code
+    (brightjade/Opt-Out) draws its general data with ``shuffle(seed).select(range(n))``. Kept in
+    the source's order."""
+    import random
+
+    if n is None or n >= len(prompts):
+        return list(prompts)
+    keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
+    return [prompts[i] for i in keep]
+
+
+def general_retain_streams(targets: Sequence["TargetData"], spec: RetainDataSpec,
+                           exclude: Sequence[str] = ()) -> None:
+    """Replace each target's ``retain_train`` by rows of ``spec.source`` (SNAP Figure 4), in place:
+    as many as the target's own retaining set, drawn at random without replacement (``spec.seed``),
+    never an instruction of ``exclude`` (the TA evaluation set)."""
+    import random
+
+    from .data.readers import read_records
+
+    skip = set(exclude)
+    pool = [r for r in read_records(spec.source, question_key=spec.question_key, answer_key=spec.answer_key)
+            if r.question not in skip]
+    rng = random.Random(spec.seed)
+    order = rng.sample(range(len(pool)), len(pool))
+    pos = 0
+    for t in targets:
+        n = len(t.retain_train) or len(t.forget_train)
+        if pos + n > len(pool):
+            raise ConfigError(f"retain_data.source: {len(pool)} usable rows, fewer than the {pos + n} needed")
+        t.retain_train = [pool[i] for i in order[pos:pos + n]]
+        pos += n
 
 
 def slug(name: str) -> str:
@@ -194,7 +254,7 @@ def evaluate_targets(model, tokenizer, targets: Sequence[TargetData], general: S
         by.setdefault((t, s), []).append(f)
     general_scores = ua_ra_ta(None, None, None, detector, decisions={"general": by.get(("", "general"), [])})
     out: dict[str, Any] = {"TA": general_scores["TA"], "n_general": len(general), "per_target": {},
-                           "detector": detector.mode}
+                           "detector": detector.mode, "general_counts": general_scores["counts"].get("general")}
     for t in targets:
         m = ua_ra_ta(None, None, None, detector, decisions={
             "forget": by.get((t.name, "forget"), []), "forget_multihop": by.get((t.name, "forget_multihop"), []),
@@ -224,31 +284,46 @@ def aggregate(metrics: dict, forgotten: Sequence[str], pending: Sequence[str]) -
     row["RA_pending"], _ = _mean_std([pt[n]["RA"] for n in pending])
     vals = [row[k] for k in METRIC_KEYS if row.get(k) is not None]
     row["Avg"] = sum(vals) / len(vals) if vals else None
+    # 95 % intervals (Wilson for one target; mean of proportions over several, see evals.refusal)
+    gen = metrics.get("general_counts")
+    if gen is None and metrics.get("TA") is not None and metrics.get("n_general"):
+        gen = {"n": metrics["n_general"], "refusals": round((1 - metrics["TA"]) * metrics["n_general"])}
+    for k, ci in targets_intervals([pt[n].get("counts", {}) for n in forgotten], gen).items():
+        row[f"{k}_ci_low"], row[f"{k}_ci_high"] = ci if ci and row.get(k) is not None else (None, None)
     return row
 
 
-def _pct(x: float | None, sd: float | None = None) -> str:
+def _pct(x: float | None, sd: float | None = None, lo: float | None = None, hi: float | None = None) -> str:
     if x is None:
         return "–"
-    return f"{100 * x:.1f}" + (f" ± {100 * sd:.1f}" if sd else "")
+    return (f"{100 * x:.1f}" + (f" ± {100 * sd:.1f}" if sd else "")
+            + (f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None and hi is not None else ""))
+
+
+def _pci(r: dict, k: str, sd: bool = False) -> str:
+    return _pct(r.get(k), r.get(f"{k}_std") if sd else None, r.get(f"{k}_ci_low"), r.get(f"{k}_ci_high"))
 
 
 def render_summary(rows: list[dict], mode: str, method: str, model: str) -> str:
     """The Markdown summary table (SNAP §4.7 / Figure 5 as numbers)."""
     lines = [f"# SNAP {mode} unlearning — method {method}, model {model}", "",
              "UA, UA♣ and RA are averaged over the targets forgotten so far (mean ± std); "
-             "'UA pending' is the UA of targets not yet forgotten (should stay low). Percent.", "",
+             "'UA pending' is the UA of targets not yet forgotten (should stay low). Percent, with 95 % "
+             "intervals in brackets (Wilson over the responses; for a mean over targets or Avg, the normal "
+             "approximation of obliviate.evals.refusal.mean_of_proportions_interval).", "",
              "| step | forgotten | UA | UA♣ | RA | TA | Avg | UA pending | RA pending |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['step']} | {', '.join(r['forgotten']) or '(original model)'} | "
-                     f"{_pct(r.get('UA'), r.get('UA_std'))} | {_pct(r.get('UA_multihop'), r.get('UA_multihop_std'))} | "
-                     f"{_pct(r.get('RA'), r.get('RA_std'))} | {_pct(r.get('TA'))} | {_pct(r.get('Avg'))} | "
+                     f"{_pci(r, 'UA', True)} | {_pci(r, 'UA_multihop', True)} | "
+                     f"{_pci(r, 'RA', True)} | {_pci(r, 'TA')} | {_pci(r, 'Avg')} | "
                      f"{_pct(r.get('UA_pending'))} | {_pct(r.get('RA_pending'))} |")
     lines += ["", "Per target (last step):", "", "| target | UA | UA♣ | RA |", "|---|---|---|---|"]
     if rows:
         for name, m in rows[-1]["per_target"].items():
-            lines.append(f"| {name} | {_pct(m['UA'])} | {_pct(m['UA_multihop'])} | {_pct(m['RA'])} |")
+            ivs = targets_intervals([m.get("counts", {})])
+            lines.append(f"| {name} | " + " | ".join(
+                _pct(m[k], None, *(ivs[k] or (None, None))) for k in ("UA", "UA_multihop", "RA")) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,36 +382,68 @@ def _evaluate_spec(spec: str, targets, general, ecfg, out_dir: Path, system_prom
     return m
 
 
-def _prepare_targets(cfg: SnapRunConfig, out: Path) -> list[TargetData]:
-    """Read each target's data folder, augmenting (``augment snap``) the ones without one."""
-    from .augment.snap import SnapAugmentConfig, augment_snap
+def _target_augment_config(cfg: SnapRunConfig, t: TargetSpec):
+    from .augment.snap import SnapAugmentConfig
+
+    return from_dict(SnapAugmentConfig, {"seed": cfg.seed, **cfg.augment, "target": t.name,
+                                         "aliases": t.aliases, "related": t.related}, prefix="augment.")
+
+
+def _data_record(cfg: SnapRunConfig, t: TargetSpec) -> dict:
+    """The record of a target's generated data (``data/<target>/stage.json``): generator identity and
+    the SNAP augmentation settings."""
+    from .generate.factory import generator_identity
+    from .pipeline import stage_record
+
+    return stage_record(f"augment snap ({t.name})", {"generator": generator_identity(cfg.generator or "self", cfg.model),
+                                                      "augment": to_dict(_target_augment_config(cfg, t))})
+
+
+def check_snap_run_dir(cfg: SnapRunConfig, out: Path) -> None:
+    """Before anything is written: every target's generated data in ``out/data`` must have been made
+    with the generator and augmentation settings ``cfg`` asks for (else ``StageMismatchError``)."""
+    from .pipeline import STAGE_FILE, reuse_stage
+
+    for t in cfg.parsed_targets():
+        if not t.data:
+            folder = out / "data" / slug(t.name)
+            reuse_stage(folder / STAGE_FILE, _data_record(cfg, t), (folder / "manifest.json").is_file(), run_dir=out)
+
+
+def _prepare_targets(cfg: SnapRunConfig, out: Path, *, force: bool = False) -> list[TargetData]:
+    """Read each target's data folder, augmenting (``augment snap``) the ones without one; generated
+    data is reused only when its ``stage.json`` matches (else refused, or redone with ``force``)."""
+    from .augment.snap import augment_snap
+    from .pipeline import STAGE_FILE, reuse_stage, write_stage_record
 
     data = []
     gen = None
     for t in cfg.parsed_targets():
         folder = Path(t.data) if t.data else out / "data" / slug(t.name)
-        if not t.data and not (folder / "manifest.json").is_file():
-            if gen is None:
-                from .generate.factory import make_generator
+        if not t.data:
+            rec = _data_record(cfg, t)
+            if not reuse_stage(folder / STAGE_FILE, rec, (folder / "manifest.json").is_file(), force=force,
+                               outputs=[folder / "manifest.json"], run_dir=out):
+                if gen is None:
+                    from .generate.factory import as_generator_config, make_generator
 
-                model = tok = None
-                if cfg.generator in (None, "self") or (isinstance(cfg.generator, dict)
-                                                       and cfg.generator.get("model") in (None, "self")):
-                    from .models import load_model
+                    gcfg = as_generator_config(cfg.generator or "self")
+                    model = tok = None
+                    if gcfg.backend == "transformers" and gcfg.model in (None, "", "self"):
+                        from .models import load_model
 
-                    model, tok = load_model(cfg.model)
-                gen = make_generator(cfg.generator or "self", model=model, tokenizer=tok, cache_dir=out / "cache",
-                                     progress=True)
-            acfg = from_dict(SnapAugmentConfig, {"seed": cfg.seed, **cfg.augment, "target": t.name,
-                                                 "aliases": t.aliases, "related": t.related}, prefix="augment.")
-            augment_snap(gen, acfg, folder, progress=True, command="run (augment snap)",
-                         generator_spec=cfg.generator)
+                        model, tok = load_model(cfg.model)
+                    gen = make_generator(gcfg, model=model, tokenizer=tok, cache_dir=out / "cache", progress=True)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_stage_record(folder / STAGE_FILE, rec)
+                augment_snap(gen, _target_augment_config(cfg, t), folder, progress=True,
+                             command="run (augment snap)", generator_spec=cfg.generator)
         data.append(load_target_data(t.name, folder, cfg.eval.max_per_set))
     del gen
     return data
 
 
-def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path) -> dict:
+def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path, *, force: bool = False) -> dict:
     """Run SNAP (or its Euclidean / Fisher baselines) for ``targets`` in ``mode`` and write a run folder.
 
     ``cfg_dict`` holds :class:`SnapRunConfig` fields: ``method`` (snap | euclidean | fisher),
@@ -364,16 +471,20 @@ def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path) -> di
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if not force:
+        check_snap_run_dir(cfg, out)  # generated data made with other settings: refuse before writing anything
     manifest = Manifest(out, f"run snap ({cfg.mode})", config=to_dict(cfg), seed=cfg.seed)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False, allow_unicode=True))
     tcfg = resolve_train_config(cfg.method, {"seed": cfg.seed, **cfg.train})
     general: list[str] = []
     if cfg.eval.general:
-        general = read_prompts(cfg.eval.general, field=cfg.eval.general_field)
-        if cfg.eval.max_general is not None:
-            general = general[:cfg.eval.max_general]
+        general = sample_general(read_prompts(cfg.eval.general, field=cfg.eval.general_field),
+                                 cfg.eval.max_general, cfg.eval.general_seed)
         manifest.add_input("general", cfg.eval.general)
-    targets = _prepare_targets(cfg, out)
+    targets = _prepare_targets(cfg, out, force=force)
+    if cfg.retain_data is not None:  # SNAP Figure 4: the general set as retaining data
+        general_retain_streams(targets, cfg.retain_data, exclude=general)
+        manifest.add_input("retain_data", cfg.retain_data.source)
     for t in targets:
         for f in ("forget_train.jsonl", "retain_train.jsonl"):
             manifest.add_input(f"{t.name}/{f}", t.folder / f)
@@ -396,7 +507,16 @@ def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path) -> di
         record(0, "initial", [], _evaluate_spec(cfg.model, targets, general, cfg.eval, d), d)
 
     inputs = {f"{t.name}/forget_train": t.folder / "forget_train.jsonl" for t in targets}
-    if cfg.mode in ("batch", "single"):
+    if not tcfg.train:  # Prompting (SNAP §4.3; Table 3's "− Negative Inst."): no training, a system prompt
+        from .methods import prompting_system_prompt
+
+        d = out / "prompting"
+        d.mkdir(exist_ok=True)
+        who = " or ".join(dict.fromkeys(n for t in cfg.parsed_targets() for n in [t.name, *t.aliases]))
+        system = prompting_system_prompt(who, tcfg.system_prompt)
+        spec = cfg.model
+        record(1, "prompting", names, _evaluate_spec(spec, targets, general, cfg.eval, d, system_prompt=system), d)
+    elif cfg.mode in ("batch", "single"):
         d = out / "batch"
         spec = _train_step(cfg.model, _streams(targets), tcfg, d, inputs)
         record(1, "batch", names, _evaluate_spec(spec, targets, general, cfg.eval, d), d)
@@ -410,6 +530,7 @@ def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path) -> di
 
     final = rows[-1]
     metrics = {k: final.get(k) for k in (*METRIC_KEYS, "Avg")}
+    metrics.update({f"{k}_ci_{e}": final.get(f"{k}_ci_{e}") for k in (*METRIC_KEYS, "Avg") for e in ("low", "high")})
     metrics.update({"method": cfg.method, "model": cfg.model, "mode": cfg.mode, "targets": names,
                     "final_model": spec, "per_target": final["per_target"], "benchmark": "snap"})
     atomic_write_json(out / "metrics.json", metrics)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import json
 import logging
@@ -37,9 +38,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import yaml
 
-from .config import ConfigError, apply_overrides, check_range, from_dict, read_yaml, to_dict
-from .data.formatting import DataCollator, encode_example, length_grouped_batches, pad_batch
-from .data.records import DataError, QARecord
+from .config import ConfigError, apply_overrides, check_finite, check_range, from_dict, read_yaml, to_dict
+from .data.formatting import TEXT_OVERFLOW, DataCollator, encode_example, encode_record, length_grouped_batches, pad_batch
+from .data.records import DataError, QARecord, is_text_record
 from .methods import IDK_RESPONSES, build_terms, get_method, method_names, streams_needed
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 LR_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay"]
 OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adafactor", "sgd", "paged_adamw_8bit"]
-PREFERRED = ["meta", "idk", "meta_or_idk"]
+PREFERRED = ["meta", "idk", "meta_or_idk", "perturbed"]
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules", "extra"}
 #: streams paired row by row with "forget" (same length, same sample ids)
 PAIRED = {"forget_pref": "forget"}
@@ -67,7 +68,10 @@ class TrainConfig:
     autocast on GPUs that support it. ``model_dtype``: ``"auto"`` loads fp32 master weights for full
     fine-tuning and bf16 frozen weights for LoRA when bf16 is on. ``preferred`` says where DPO's
     preferred responses come from: ``meta`` (record.meta["preferred"]), ``idk`` (TOFU's "I don't
-    know" answers) or ``meta_or_idk``. ``train: false`` marks a preset that needs no training
+    know" answers), ``meta_or_idk``, or ``perturbed`` (TOFU's perturbed answers, records of the
+    ``*_perturbed`` splits: a wrong answer is preferred, ULMR's DPO baseline that "generates
+    incorrect knowledge"). ``text_overflow`` (``truncate`` | ``chunk``) says what happens to a
+    plain-text record (RWKU's forget corpus) longer than ``max_length``. ``train: false`` marks a preset that needs no training
     (Prompting), whose ``system_prompt`` is used at evaluation; for trained methods a
     ``system_prompt`` is put in every training example's chat.
     """
@@ -84,6 +88,7 @@ class TrainConfig:
     regularizer_args: dict[str, Any] = field(default_factory=dict)
     system_prompt: str | None = None
     preferred: str = "meta_or_idk"
+    text_overflow: str = "truncate"
     lr: float = 1e-4
     epochs: float = 5.0
     batch_size: int = 16
@@ -111,6 +116,8 @@ class TrainConfig:
         """Range and name checks; raises :class:`ConfigError` naming the field and what it accepts."""
         if self.method not in method_names():
             raise ConfigError(f"method: unknown method {self.method!r}; allowed: {method_names()}")
+        for f in dataclasses.fields(self):  # a NaN weight or rate would train and save an all-NaN model
+            check_finite(f.name, getattr(self, f.name))
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise ConfigError(f"lr: must be a positive number, got {self.lr!r}")
         if self.epochs <= 0:
@@ -132,6 +139,8 @@ class TrainConfig:
             raise ConfigError(f"optim: {self.optim!r} is not one of {OPTIMIZERS}")
         if self.preferred not in PREFERRED:
             raise ConfigError(f"preferred: {self.preferred!r} is not one of {PREFERRED}")
+        if self.text_overflow not in TEXT_OVERFLOW:
+            raise ConfigError(f"text_overflow: {self.text_overflow!r} is not one of {list(TEXT_OVERFLOW)}")
         if self.bf16 not in ("auto", True, False):
             if isinstance(self.bf16, str) and self.bf16.lower() in ("true", "false"):
                 self.bf16 = self.bf16.lower() == "true"
@@ -148,13 +157,20 @@ class TrainConfig:
         if self.seed < 0:
             raise ConfigError(f"seed: must be >= 0, got {self.seed!r}")
         if self.lora is not None:
+            from .models import LoraSpec
+
             bad = sorted(set(self.lora) - LORA_KEYS)
             if bad:
                 raise ConfigError(f"lora: unknown key(s) {bad}; allowed: {sorted(LORA_KEYS)}")
-            if int(self.lora.get("r", 16)) < 1:
-                raise ConfigError(f"lora.r: must be >= 1, got {self.lora.get('r')!r}")
-            if not 0 <= float(self.lora.get("dropout", 0.0)) < 1:
-                raise ConfigError(f"lora.dropout: {self.lora.get('dropout')!r} is outside [0, 1)")
+            spec = from_dict(LoraSpec, dict(self.lora), prefix="lora.")  # checks every key's type
+            if spec.r < 1:
+                raise ConfigError(f"lora.r: must be >= 1, got {spec.r!r}")
+            if not 0 <= spec.dropout < 1:
+                raise ConfigError(f"lora.dropout: {spec.dropout!r} is outside [0, 1)")
+            tm = spec.target_modules
+            if not (isinstance(tm, str) or (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm))):
+                raise ConfigError(f"lora.target_modules: expected 'all-linear', a module name or a list of names, "
+                                  f"got {tm!r}")
         if self.train:
             if not self.terms:
                 raise ConfigError("terms: a trained method needs at least one loss term")
@@ -201,6 +217,11 @@ def encode_streams(tokenizer, streams: Mapping[str, Sequence[QARecord]], cfg: Tr
     TOFU's "I don't know" answers (seeded choice), according to ``cfg.preferred``.
     """
     streams = dict(streams)
+    for s, base in PAIRED.items():
+        if s in needed and any(is_text_record(r) for r in (*(streams.get(base) or []), *(streams.get(s) or []))):
+            raise DataError(f"stream {base!r} holds plain-text records, which have no question to pair a "
+                            f"preferred response with ({s!r}); method {cfg.method!r} needs QA pairs "
+                            "(plain text suits ga / graddiff / npo)", field=base)
     for s in needed:
         if s == "forget_pref" and s not in streams:
             streams[s] = _preferred_stream(streams.get("forget") or [], cfg)
@@ -214,22 +235,80 @@ def encode_streams(tokenizer, streams: Mapping[str, Sequence[QARecord]], cfg: Tr
     out = {}
     for s in needed:
         enc = []
+        cut: list[tuple[int, QARecord, int, int]] = []  # (index, record, response tokens kept, of how many)
         for i, r in enumerate(streams[s]):
             if not isinstance(r, QARecord):
                 raise DataError(f"stream {s!r} item {i}: expected a QARecord, got {type(r).__name__}", field=s)
+            if is_text_record(r):  # plain text (RWKU's passages): no chat template, loss on every token
+                for e in encode_record(tokenizer, r, max_length=cfg.max_length, text_overflow=cfg.text_overflow):
+                    e["sample_id"] = len(enc)
+                    enc.append(e)
+                continue
             if not r.question.strip() or not r.answer.strip():
                 raise DataError(f"stream {s!r} record {i} ({r.id or 'no id'}) has an empty question or answer",
                                 field=s)
             e = encode_example(tokenizer, r.question, r.answer, system=cfg.system_prompt, max_length=cfg.max_length)
-            e["sample_id"] = i
+            if len(e["input_ids"]) >= cfg.max_length:  # maybe cut: compare with the uncut encoding
+                whole = encode_example(tokenizer, r.question, r.answer, system=cfg.system_prompt, max_length=None)
+                if len(whole["input_ids"]) > len(e["input_ids"]):
+                    cut.append((i, r, _n_response(e), _n_response(whole)))
+            e["sample_id"] = len(enc)
             enc.append(e)
+        _check_truncation(s, cut, len(streams[s]), cfg.max_length)
         out[s] = enc
     return out
 
 
+def _n_response(example: dict) -> int:
+    from .data.formatting import IGNORE_INDEX
+
+    return sum(1 for t in example["labels"] if t != IGNORE_INDEX)
+
+
+def _check_truncation(stream: str, cut: Sequence[tuple[int, QARecord, int, int]], n: int, max_length: int) -> None:
+    """Warn how many records of ``stream`` ``max_length`` cuts; refuse when a response is cut away entirely.
+
+    A response that keeps at most one of its tokens (its prompt alone fills ``max_length``) would train
+    as a single token: :class:`DataError` naming the record.
+    """
+    if not cut:
+        return
+    gone = [(i, r, k, w) for i, r, k, w in cut if k <= 1 < w]
+    if gone:
+        i, r, k, w = gone[0]
+        raise DataError(f"stream {stream!r}: {len(gone)} record(s) lose their whole response to max_length="
+                        f"{max_length} (e.g. record {i} ({r.id or 'no id'}): its prompt fills the budget and "
+                        f"{k} of {w} response tokens would remain); shorten those questions or raise "
+                        f"--set max_length=N", field=stream)
+    lost = sum(w - k for _, _, k, w in cut)
+    longest = max(w for _, _, _, w in cut)
+    ids = ", ".join(str(r.id if r.id is not None else f"#{i}") for i, r, _, _ in cut[:5])
+    log.warning("stream %r: max_length=%d cuts %d of %d records (%s%s); %d response tokens are not trained "
+                "(the longest response has %d tokens); raise --set max_length=N to train them whole",
+                stream, max_length, len(cut), n, ids, ", ..." if len(cut) > 5 else "", lost, longest)
+
+
 def _preferred_stream(forget: Sequence[QARecord], cfg: TrainConfig) -> list[QARecord]:
+    """DPO's preferred responses y_w, one per forget record, according to ``cfg.preferred``.
+
+    ``perturbed``: one of the record's ``perturbed_answers`` (TOFU's wrong-but-plausible answers),
+    a seeded choice per record; :class:`DataError` when a record carries none.
+    """
     rng = random.Random(cfg.seed)
     out = []
+    if cfg.preferred == "perturbed":
+        bare = [i for i, r in enumerate(forget) if not [p for p in r.perturbed_answers if p and p.strip()]]
+        if bare:
+            r = forget[bare[0]]
+            raise DataError(f"preferred='perturbed' needs records with perturbed answers, but {len(bare)} of "
+                            f"{len(forget)} forget records carry none (first: record {bare[0]}, "
+                            f"{r.id or 'no id'}); read the forget set from a TOFU *_perturbed split "
+                            "(e.g. tofu:forget01_perturbed) or give each record a 'perturbed_answer' list, "
+                            "or use preferred=idk", field="preferred")
+        for r in forget:
+            pref = rng.choice([p for p in r.perturbed_answers if p and p.strip()])
+            out.append(QARecord(question=r.question, answer=pref, id=r.id, subject=r.subject))
+        return out
     for i, r in enumerate(forget):
         pref = r.meta.get("preferred") if cfg.preferred in ("meta", "meta_or_idk") else None
         if pref is None and cfg.preferred == "meta":
@@ -359,6 +438,69 @@ def _trainer_classes():
             self.loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean: let Trainer divide by GA
             self._term_sums: dict[str, float] = {}
             self._term_count = 0
+            self._bad_loss = None  # bool tensor: a non-finite step loss since the last check (no sync per step)
+            self._last_parts: dict = {}
+            self._staging_dir = None
+            self.out_model = None
+
+        def check_finite(self, *, weights: bool, where: str) -> None:
+            """Raise :class:`TrainingDivergedError` if a step loss since the last call (or, with ``weights``,
+            any parameter) is NaN/inf; one device sync, and one all-reduce across processes."""
+            from .models import non_finite_parameters
+
+            dev = self.args.device
+            bad = torch.zeros((), dtype=torch.int32, device=dev) if self._bad_loss is None \
+                else self._bad_loss.to(device=dev, dtype=torch.int32)
+            self._bad_loss = None
+            bad_weights: list[str] = []
+            if weights:
+                bad_weights = non_finite_parameters(self.accelerator.unwrap_model(self.model))
+            flags = torch.stack([bad, torch.tensor(len(bad_weights), dtype=torch.int32, device=dev)])
+            if self.accelerator.num_processes > 1:
+                flags = self.accelerator.reduce(flags, reduction="sum")
+            n_loss, n_weights = flags.tolist()
+            if not (n_loss or n_weights):
+                return
+            parts = ", ".join(f"{k} {float(v):.4g}" for k, v in self._last_parts.items())
+            what = f"the loss became non-finite ({parts})" if n_loss else \
+                f"{n_weights} weight tensor(s) became NaN/inf" + (f" (e.g. {bad_weights[0]})" if bad_weights else "")
+            saved = f"; nothing was saved to {self.out_model}" if self.out_model is not None else ""
+            raise TrainingDivergedError(
+                f"training diverged {where}: {what}{saved}. Lower lr, keep gradient clipping on "
+                f"(max_grad_norm > 0, now {self.args.max_grad_norm:g}) and check the term weights")
+
+        def _get_output_dir(self, trial):
+            return str(self._staging_dir) if self._staging_dir is not None else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            """Write ``checkpoint-N`` into a staging folder, then rename it into place: a kill while saving
+            never leaves a half-written checkpoint for ``--resume`` to pick."""
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+            run_dir = Path(super()._get_output_dir(trial))
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            staging = run_dir / f".staging-{name}"
+            if self.is_world_process_zero() and staging.exists():
+                shutil.rmtree(staging)
+            self.accelerator.wait_for_everyone()
+            self._staging_dir = staging
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_dir = None
+            self.accelerator.wait_for_everyone()
+            if self.is_world_process_zero():
+                final = run_dir / name
+                if final.exists():
+                    old = run_dir / f".old-{name}-{os.getpid()}"
+                    os.replace(final, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                os.replace(staging / name, final)
+                shutil.rmtree(staging, ignore_errors=True)
+                if self.args.save_total_limit:
+                    rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                                       best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            self.accelerator.wait_for_everyone()
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -386,6 +528,10 @@ def _trainer_classes():
                         total = reg.weight * v if total is None else total + reg.weight * v
             finally:
                 clear_step_cache(self.ctx)
+            if total is not None:
+                bad = ~torch.isfinite(total.detach())
+                self._bad_loss = bad if self._bad_loss is None else (self._bad_loss | bad)
+                self._last_parts = parts
             for k, v in parts.items():  # summed as tensors: no device sync per step, one at logging time
                 v = v.float()
                 self._term_sums[k] = v if k not in self._term_sums else self._term_sums[k] + v
@@ -411,7 +557,17 @@ def _trainer_classes():
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row, default=float) + "\n")
 
-    return UnlearningTrainer, JsonlLogCallback
+    class FiniteCheckCallback(TrainerCallback):
+        """After every optimizer step: stop with :class:`TrainingDivergedError` if a loss was NaN/inf; before
+        every checkpoint, if a weight is."""
+
+        trainer = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.trainer is not None:
+                self.trainer.check_finite(weights=bool(control.should_save), where=f"at step {state.global_step}")
+
+    return UnlearningTrainer, JsonlLogCallback, FiniteCheckCallback
 
 
 def _model_dtype(cfg: TrainConfig, bf16: bool) -> str:
@@ -420,31 +576,67 @@ def _model_dtype(cfg: TrainConfig, bf16: bool) -> str:
     return "bf16" if (bf16 and cfg.lora is not None) else "fp32"
 
 
-def _local_model_dir(spec: Any) -> Path | None:
-    if isinstance(spec, (str, os.PathLike)):
-        p = Path(str(spec)).expanduser()
-        if p.exists():
-            return (p if p.is_dir() else p.parent).resolve()
-    return None
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN / infinite during training; nothing non-finite was saved."""
 
 
-def check_output_dir(out_dir: str | os.PathLike, model_spec: Any) -> Path:
-    """Refuse an output folder that is, or lies inside, the input model's folder."""
-    out = Path(out_dir).expanduser().resolve()
-    src = _local_model_dir(model_spec)
-    if src is not None and (out == src or src in out.parents):
-        raise ConfigError(f"--out {out} lies inside the input model's folder {src}; obliviate never writes there")
+def check_output_dir(out_dir: str | os.PathLike, model_spec: Any, reference: Any = None) -> Path:
+    """Refuse an output folder that is, lies inside, or contains the input (or reference) model's folder.
+
+    Model specs resolve with :func:`obliviate.models.local_model_folder`, the resolver ``merge``
+    uses too, so the embedded default's alias guards its cache folder. An ``--out`` that exists as a
+    file is refused as well. Returns the resolved output folder.
+    """
+    from .models import check_output_outside_models
+
+    models = {"--model": model_spec}
+    if reference is not None:
+        models["--reference"] = reference
+    out = check_output_outside_models(out_dir, models)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; give a run directory")
     return out
 
 
-def _latest_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_is_complete(path: str | os.PathLike) -> bool:
+    """Whether a ``checkpoint-N`` folder was written to the end: its ``trainer_state.json`` (written last by
+    ``Trainer``) parses and names a step, and it holds model weights."""
+    p = Path(path)
+    try:
+        state = json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(state, dict) or "global_step" not in state:
+        return False
+    return any(p.glob("*.safetensors")) or any(p.glob("*.bin")) or any(p.glob("pytorch_model_fsdp*")) \
+        or any(p.glob("global_step*"))
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+def _latest_checkpoint(folder: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``folder``; incomplete ones (a kill while saving) are skipped
+    with a warning."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not folder.is_dir():
+        return None
+    steps = []
+    for d in folder.iterdir():
+        head, _, tail = d.name.rpartition("-")
+        if d.is_dir() and head == PREFIX_CHECKPOINT_DIR and tail.isdigit():
+            steps.append((int(tail), d))
+    for _, d in sorted(steps, reverse=True):
+        if checkpoint_is_complete(d):
+            return str(d)
+        log.warning("skipping %s: it is incomplete (interrupted while being written?); delete it when done", d)
+    return None
 
 
 def _save_final(trainer, tokenizer, out: Path, note: dict) -> Path:
-    """Save the trained model (full: safetensors; LoRA: the adapter) + tokenizer into ``out/model`` atomically."""
+    """Save the trained model (full: safetensors; LoRA: the adapter) + tokenizer into ``out/model`` atomically.
+
+    Refuses (:class:`TrainingDivergedError`) when any weight is NaN or infinite: a broken model is never saved.
+    """
+    trainer.check_finite(weights=True, where="after the last step")
     final = out / "model"
     tmp = out / ".model.tmp"
     if trainer.is_world_process_zero() and tmp.exists():
@@ -500,7 +692,7 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
     if not cfg.train:
         raise ConfigError(f"method {cfg.method!r} needs no training (train: false); use its system_prompt at "
                           "evaluation time")
-    out = check_output_dir(out_dir, model_spec_or_model)
+    out = check_output_dir(out_dir, model_spec_or_model, reference)
     out.mkdir(parents=True, exist_ok=True)
     terms, regularizers = build_terms(cfg)
     needed = streams_needed(terms)
@@ -533,6 +725,7 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
         report_to="none",
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN (the filter printed 0 for a diverged run)
         remove_unused_columns=False,
         dataloader_num_workers=cfg.num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -610,15 +803,22 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
     elif resume:
         resume = str(resume)
 
-    Trainer, JsonlLogCallback = _trainer_classes()
+    Trainer, JsonlLogCallback, FiniteCheckCallback = _trainer_classes()
     log_path = out / "train_log.jsonl"
     if not resume and log_path.exists():
         log_path.unlink()
+    if ckpt_dir.is_dir() and int(os.environ.get("RANK", "0")) == 0:
+        for stale in ckpt_dir.glob(".staging-*"):  # a checkpoint interrupted while being written
+            log.warning("removing %s: an interrupted checkpoint write", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    finite_cb = FiniteCheckCallback()
     trainer = Trainer(
         model=model, args=args, train_dataset=dataset, data_collator=StreamCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, terms=terms, regularizers=regularizers, ctx=ctx, sampler_seed=cfg.seed,
-        callbacks=[JsonlLogCallback(log_path)],
+        callbacks=[JsonlLogCallback(log_path), finite_cb],
     )
+    finite_cb.trainer = trainer
+    trainer.out_model = out / "model"
     manifest = Manifest(out, "train", config=to_dict(cfg), seed=cfg.seed)
     manifest.add_input("model", spec if spec else f"<in-memory {base_name}>")
     for name, path in (inputs or {}).items():
@@ -626,7 +826,11 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
     if trainer.is_world_process_zero():
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume or None)
+    finally:
+        if trainer.is_world_process_zero() and ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
 
     note = {"method": cfg.method, "base_model": base_name, "lora": cfg.lora is not None,
             "terms": [f"{t.weight:g}·{t.name}" for t in terms] + [f"{r.weight:g}·{r.name}" for r in regularizers]}

@@ -9,8 +9,11 @@
    ("Generate a response saying you do not have access to information about the following
    instruction, so you cannot answer it.") followed by the instruction.
 4. **Hard-retaining data**: questions about related but different entities (the user's list, or
-   the top-k related individuals and organisations the generator names, as the paper does for
-   Bill Gates), or with ``retain_mode="marvel"`` the Table 7 retaining prompts; answered normally.
+   the top-k related individuals and organisations the generator names, k = 10 as the paper does
+   for Bill Gates, §4.8 / Appendix C), or with ``retain_mode="marvel"`` the Table 7 retaining
+   prompts (the paper's setting for its Marvel characters, §4.1-4.7); answered normally.
+   :data:`PAPER_SETTINGS` names both paper settings (``paper_setting="marvel"`` /
+   ``"real-person"``).
    Retaining questions that name the target or near-duplicate a forgetting question are removed.
 5. **Split**: proportional (stratified by category) ``train_size`` examples for training (100
    in the paper), the rest for evaluation; Multi-Hop questions are evaluation only.
@@ -27,7 +30,7 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -91,9 +94,25 @@ def obliterated_request(instruction: str) -> str:
     return f"{load_prompt('snap_obliterated')}\n\n{instruction}"
 
 
+#: SNAP's two data settings, by name. ``marvel``: the fictional Marvel characters of §4.1-4.7 (Peter
+#: Parker, Black Panther, Doctor Strange): hard-retaining questions from Table 7's retaining prompts
+#: ("... the Marvel series except %s"), 10 calls per category. ``real-person``: Bill Gates in §4.8:
+#: hard-retaining questions about the top-10 related individuals and top-10 organisations the
+#: generator names (Appendix C sets k = 10). Both: 100 proportionally sampled training examples, 0.75 dedup.
+PAPER_SETTINGS: dict[str, dict[str, Any]] = {
+    "marvel": {"retain_mode": "marvel", "calls_per_category": 10, "train_size": 100, "threshold": 0.75},
+    "real-person": {"retain_mode": "related", "k_related": 10, "calls_per_category": 10, "train_size": 100,
+                    "threshold": 0.75},
+}
+
+
 @dataclass
 class SnapAugmentConfig:
-    """Options of ``obliviate augment snap`` (paper defaults where the paper gives one)."""
+    """Options of ``obliviate augment snap`` (paper defaults where the paper gives one).
+
+    ``paper_setting`` (``"marvel"`` or ``"real-person"``, :data:`PAPER_SETTINGS`) fills the options
+    that are left at their defaults with that setting of the paper; options set to another value win.
+    """
 
     target: str = ""
     aliases: list[str] = field(default_factory=list)
@@ -101,7 +120,7 @@ class SnapAugmentConfig:
     calls_per_category: int = 10            # Appendix C: 10 API calls per category
     retain_mode: Literal["related", "marvel"] = "related"
     related: list[str] = field(default_factory=list)  # empty: ask the generator for top-k
-    k_related: int = 5                      # k individuals + k organisations (paper: 10 for Bill Gates)
+    k_related: int = 10                     # k individuals + k organisations (SNAP §4.8 / App. C: k = 10)
     retain_categories: list[str] = field(default_factory=lambda: list(RETAIN_CATEGORIES))
     retain_calls: int = 1                   # calls per (related entity, category); marvel mode uses calls_per_category
     train_size: int = 100                   # §4.1: 100 proportionally sampled training examples
@@ -118,6 +137,17 @@ class SnapAugmentConfig:
     seed: int = 0
     check_refusals: bool = True             # drop obliterated responses that are not refusals (and vice versa)
     fallback_response: str | None = None    # use this text where the generated obliterated response is unusable
+    paper_setting: str | None = None        # "marvel" (SNAP §4.1-4.7) | "real-person" (§4.8); see PAPER_SETTINGS
+
+    def __post_init__(self) -> None:
+        if self.paper_setting is None:
+            return
+        if self.paper_setting not in PAPER_SETTINGS:
+            raise ConfigError(f"snap.paper_setting: {self.paper_setting!r} is not one of {list(PAPER_SETTINGS)}")
+        defaults = {f.name: f.default for f in fields(type(self))}
+        for name, value in PAPER_SETTINGS[self.paper_setting].items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
 
     def validate(self) -> None:
         """Check every option; raise :class:`ConfigError` naming the option and its allowed values."""
@@ -287,13 +317,17 @@ def _rows(questions: list[dict], answers: list[str], target: str, prefix: str) -
 
 def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Path, *,
                  sentence_model=None, progress: bool = False, command: str = "augment snap",
-                 generator_spec: Any = None) -> dict:
+                 generator_spec: Any = None, answer_generator: Generator | None = None,
+                 answer_generator_spec: Any = None) -> dict:
     """Build SNAP's forgetting and hard-retaining data for ``cfg.target`` into ``out_dir``.
 
     Writes (atomically) ``forget_train.jsonl``, ``forget_eval.jsonl``,
     ``forget_eval_multihop.jsonl``, ``retain_train.jsonl``, ``retain_eval.jsonl`` (rows:
     ``question``, ``answer``, ``category``, ``type``, ``subject``, ``id``), ``dedup_report.json``,
     ``augment_report.md`` and ``manifest.json``; returns the summary dict stored in the manifest.
+    ``answer_generator``, when given, writes the hard-retaining answers instead of ``generator``
+    (e.g. the model being unlearned, greedy, beside the offline ``templates`` stand-in, which
+    cannot answer questions).
     """
     cfg.validate()
     out = Path(out_dir)
@@ -302,6 +336,8 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
     manifest = Manifest(out, command, config=asdict(cfg), seed=cfg.seed)
     if generator_spec is not None:
         manifest.add_input("generator", str(generator_spec))
+    if answer_generator_spec is not None:
+        manifest.add_input("answer_generator", str(answer_generator_spec))
     stats: Counter = Counter()
     target = cfg.target.strip()
     names = [target, *cfg.aliases]
@@ -366,7 +402,8 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
     def answer(questions: list[dict], requests: list[str], want_refusal: bool, what: str):
         if not questions:
             return [], []
-        outs = generator.generate(requests, max_new_tokens=cfg.answer_max_new_tokens,
+        gen = answer_generator if answer_generator is not None and not want_refusal else generator
+        outs = gen.generate(requests, max_new_tokens=cfg.answer_max_new_tokens,
                                   temperature=cfg.answer_temperature, top_p=cfg.top_p, seed=cfg.seed)
         keep_q, keep_a = [], []
         refusal = None

@@ -8,13 +8,14 @@ For every forget instruction x_i ∈ D_f:
    Table 2 prompt, verbatim, ``{instruction}`` ← x' (the response refuses, or says the content
    is not in the model's knowledge, or obscures the answer's main entities).
 
-The pairs (x', y') form the restructured set D_fr used for SFT (Eq. 1). The generator defaults to
-the model being unlearned (p_θ). Generations are parsed robustly (labels such as "Rewritten
-instruction:", numbering, quotes, chatter) and checked by :mod:`obliviate.augment.quality`;
-degenerate ones (empty, a copy of the prompt or instruction, a duplicate rewrite, a response
-that still states the original answer) are regenerated up to ``max_retries`` times with a new
-seed and a temperature > 0, and counted (kept / regenerated / dropped with reasons), never kept
-silently. All generations of a phase go to the generator in one batched call; wrap the
+The pairs (x', y') form the restructured set D_fr used for SFT (Eq. 1). The paper writes the
+instruction set as x_r = {x_1, x_2, x_i}: the two rewrites and, plausibly, the original
+instruction x_i; ``include_original=True`` adds x_i with its own negative response (Table 2 prompt
+filled with x_i). The generator defaults to the model being unlearned (p_θ). Generations are
+parsed robustly (labels such as "Rewritten instruction:", numbering, quotes, chatter) and checked
+by :mod:`obliviate.augment.quality` at the strictness ``filter`` names (:data:`FILTERS`; the paper
+filters nothing); rejected ones are regenerated up to ``max_retries`` times with a new seed and a
+temperature > 0, and counted (kept / regenerated / dropped with reasons), never kept silently. All generations of a phase go to the generator in one batched call; wrap the
 generator in :class:`obliviate.generate.cache.CachedGenerator` (``cache_dir=``) and a rerun
 resumes from disk.
 """
@@ -40,6 +41,15 @@ log = logging.getLogger(__name__)
 REWRITE_PROMPT_FILE = "ulmr_prompt_rewrite.txt"
 NEGATIVE_PROMPT_FILE = "ulmr_negative_prompt.txt"
 PLACEHOLDER = "{instruction}"
+#: quality-filter strictness: what makes a generation rejected (regenerated, then dropped)
+FILTERS = {
+    "none": "only empty outputs (nothing to train on); the paper filters nothing",
+    "lenient": "structural degeneracy: empty, repetitive, an echo of the prompt or of the instruction, "
+               "a duplicate rewrite",
+    "strict": "lenient + content: a rewrite that is not a question/instruction (require_instruction) or gives "
+              "the answer away, a negative response that still states the answer (answer_threshold) or names "
+              "one of its key entities (check_entities)",
+}
 
 
 def load_prompt(filename: str) -> str:
@@ -188,7 +198,14 @@ class UlmrAugmentConfig:
     ``max(retry_temperature, temperature)`` with a new seed. ``answer_threshold`` is the
     content-word ROUGE-L recall of the original answer above which a negative response "still
     states the answer"; ``check_entities`` also rejects one naming a key entity of the answer;
-    ``require_instruction`` rejects a "rewrite" that is not a question or instruction.
+    ``require_instruction`` rejects a "rewrite" that is not a question or instruction. Those three
+    content checks apply with ``filter="strict"`` only (see :data:`FILTERS`).
+
+    ``filter`` defaults to ``"strict"``: with the small generators obliviate runs by default (the
+    135M model being unlearned) many "rewrites" answer the question instead (TOFU forget01: 35 of 80)
+    and some negatives restate the answer, and training on them teaches the answer again; with a
+    strong generator, as in the paper, strict drops few pairs. ``"none"`` is the paper's setting (report both). ``include_original``
+    adds the original instruction x_i (with a negative response of its own) to each source's rewrites.
     """
 
     n_rewrites: int = 2
@@ -204,6 +221,8 @@ class UlmrAugmentConfig:
     rewrite_answer_threshold: float = 0.8
     check_entities: bool = True
     require_instruction: bool = True
+    filter: str = "strict"
+    include_original: bool = False
     limit: int | None = None
 
     def validate(self) -> None:
@@ -225,6 +244,8 @@ class UlmrAugmentConfig:
         check_range("rewrite_answer_threshold", self.rewrite_answer_threshold, 0, 1)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit: must be >= 1, got {self.limit}")
+        if self.filter not in FILTERS:
+            raise ConfigError(f"filter: {self.filter!r} is not one of {list(FILTERS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +261,7 @@ class _Slot:
     negative_attempts: int = 0
     reason: str | None = None
     raw: list[str] = field(default_factory=list)
+    original: bool = False
 
 
 @dataclass
@@ -337,13 +359,26 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
     for i, r in enumerate(records):
         if not isinstance(r, QARecord):
             raise DataError(f"record {i}: expected a QARecord, got {type(r).__name__}")
+        if r.is_text:
+            raise DataError(f"record {i} ({r.id or 'no id'}) is plain text (e.g. an RWKU passage): ULMR rewrites "
+                            "instructions and needs question/answer pairs")
     rw_template, neg_template = load_prompt(REWRITE_PROMPT_FILE), load_prompt(NEGATIVE_PROMPT_FILE)
 
     slots = [_Slot(i, k) for i in range(len(records)) for k in range(cfg.n_rewrites)]
     kept_rewrites: dict[int, list[str]] = {}
 
+    strict = cfg.filter == "strict"
+
     def check_rewrite(s: _Slot, text: str) -> str | None:
         rec = records[s.source]
+        if cfg.filter == "none":
+            return None if quality.words(text) else "empty"
+        if not strict:
+            reason = quality.degenerate_reason(text, fill(rw_template, rec.question), instruction=rec.question,
+                                               others=kept_rewrites.get(s.source, []))
+            if reason is None and text.strip().lower().startswith(("please rewrite", "please generate")):
+                reason = "copy_of_prompt"
+            return reason
         reason = quality.degenerate_reason(
             text, fill(rw_template, rec.question), instruction=rec.question, others=kept_rewrites.get(s.source, []),
             answer=rec.answer, answer_threshold=cfg.rewrite_answer_threshold, check_entities=False)
@@ -359,6 +394,13 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
 
     def check_negative(s: _Slot, text: str) -> str | None:
         rec = records[s.source]
+        if cfg.filter == "none":
+            return None if quality.words(text) else "empty"
+        if not strict:
+            reason = quality.degenerate_reason(text, fill(neg_template, s.rewrite or ""), instruction=s.rewrite)
+            if reason is None and text.strip().lower().startswith(("please generate", "please rewrite")):
+                reason = "copy_of_prompt"
+            return reason
         reason = quality.degenerate_reason(
             text, fill(neg_template, s.rewrite or ""), instruction=s.rewrite, answer=rec.answer,
             context=[rec.question], answer_threshold=cfg.answer_threshold, check_entities=cfg.check_entities)
@@ -378,6 +420,11 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
                           retry_temperature=cfg.retry_temperature, top_p=cfg.top_p,
                           max_new_tokens=cfg.rewrite_max_new_tokens, seed=cfg.seed, max_retries=cfg.max_retries,
                           stats=rw_stats, bar=bar, label="rewrites")
+        if cfg.include_original:  # x_i itself joins x_r; it gets a negative response like the rewrites
+            originals = [_Slot(i, cfg.n_rewrites, rewrite=records[i].question, original=True)
+                         for i in range(len(records))]
+            slots = slots + originals
+            kept = sorted(kept + originals, key=lambda s: (s.source, s.rewrite_index))
         kept = _run_phase(generator, kept, prompt_of=lambda s: fill(neg_template, s.rewrite or ""),
                           parse=parse_negative, check=check_negative, accept=accept_negative,
                           attempts_attr="negative_attempts", temperature=cfg.negative_temperature,
@@ -391,12 +438,14 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
     for s in kept:
         rec = records[s.source]
         rid = rec.id if rec.id is not None else str(s.source)
-        rows.append({"id": f"{rid}-r{s.rewrite_index}", "source_id": rid, "subject": rec.subject,
-                     "original_question": rec.question, "original_answer": rec.answer,
-                     "question": s.rewrite, "answer": s.negative, "rewrite_index": s.rewrite_index,
+        rows.append({"id": f"{rid}-orig" if s.original else f"{rid}-r{s.rewrite_index}", "source_id": rid,
+                     "subject": rec.subject, "original_question": rec.question, "original_answer": rec.answer,
+                     "question": s.rewrite, "answer": s.negative,
+                     "rewrite_index": None if s.original else s.rewrite_index,
+                     "kind": "original" if s.original else "rewrite",
                      "attempts": {"rewrite": s.rewrite_attempts, "negative": s.negative_attempts}})
     dropped_rows = [{"source_id": records[s.source].id if records[s.source].id is not None else str(s.source),
-                     "rewrite_index": s.rewrite_index, "stage": "rewrite" if s.rewrite is None else "negative",
+                     "rewrite_index": None if s.original else s.rewrite_index, "stage": "rewrite" if s.rewrite is None else "negative",
                      "reason": s.reason, "rewrite": s.rewrite, "last_output": s.raw[-1] if s.raw else None}
                     for s in slots if s.reason is not None]
     regenerated = sum(1 for s in kept if s.rewrite_attempts > 1 or s.negative_attempts > 1)
@@ -410,6 +459,10 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
         "rewrites": rw_stats.as_dict(),
         "negatives": neg_stats.as_dict(),
         "dropped_examples": dropped_rows[:20],
+        "filter": cfg.filter,
+        "filter_rejects": FILTERS[cfg.filter],
+        "include_original": cfg.include_original,
+        "originals": sum(1 for r in rows if r["kind"] == "original"),
         "config": asdict(cfg),
         "generator": {"backend": getattr(generator, "name", "?"), "model": getattr(generator, "model_id", "?")},
     }
@@ -430,7 +483,8 @@ def rows_to_records(rows: Sequence[dict]) -> list[QARecord]:
         for key in ("question", "answer"):
             if not isinstance(r.get(key), str) or not r[key].strip():
                 raise DataError(f"augmented row {i}: missing or empty {key!r}", field=key)
-        meta = {k: r[k] for k in ("original_question", "original_answer", "rewrite_index", "source_id") if k in r}
+        meta = {k: r[k] for k in ("original_question", "original_answer", "rewrite_index", "source_id", "kind")
+                if k in r}
         out.append(QARecord(question=r["question"], answer=r["answer"], subject=r.get("subject"),
                             id=None if r.get("id") is None else str(r["id"]), meta=meta))
     return out
@@ -441,8 +495,11 @@ def render_report(rows: Sequence[dict], stats: dict, *, title: str = "ULMR augme
     rw, ng = stats["rewrites"], stats["negatives"]
     lines = [f"# {title}", "",
              f"Generator: `{stats['generator']['backend']}` / `{stats['generator']['model']}`  ",
-             f"Sources: {stats['sources']} forget pairs × {stats['config']['n_rewrites']} rewrites = "
-             f"{stats['requested']} requested", "",
+             f"Sources: {stats['sources']} forget pairs × {stats['config']['n_rewrites']} rewrites"
+             + (" + the original instruction" if stats.get("include_original") else "")
+             + f" = {stats['requested']} requested  ",
+             f"Quality filter: `{stats.get('filter', 'strict')}` (rejects "
+             f"{FILTERS.get(stats.get('filter', 'strict'), '?')})", "",
              "| | requested | kept | regenerated | dropped | generator calls |",
              "| --- | ---: | ---: | ---: | ---: | ---: |",
              f"| rewrites (Table 1) | {rw['requested']} | {rw['kept']} | {rw['regenerated']} | {rw['dropped']} | "
@@ -468,7 +525,8 @@ def render_report(rows: Sequence[dict], stats: dict, *, title: str = "ULMR augme
         lines += ["## Examples", ""]
         for r in list(rows)[:examples]:
             lines += [f"- **original**: {r['original_question']}", f"  - *answer*: {r['original_answer']}",
-                      f"  - **rewrite {r['rewrite_index']}**: {r['question']}",
+                      (f"  - **original instruction**: {r['question']}" if r.get("kind") == "original"
+                       else f"  - **rewrite {r['rewrite_index']}**: {r['question']}"),
                       f"  - **negative response**: {r['answer']}"]
         lines.append("")
     for d in stats.get("dropped_examples", [])[:3]:

@@ -13,13 +13,27 @@ def add_arguments(p) -> None:
                      "OUT/forget_augmented.jsonl, OUT/augment_report.md, OUT/augment_stats.json and "
                      "OUT/manifest.json; generations are cached in OUT/cache so a rerun resumes.")
     p.add_argument("--forget", required=True,
-                   help="forget QA pairs: a JSON/JSONL/CSV file, a saved HF dataset, or tofu:<split> (e.g. tofu:forget01)")
+                   help="forget QA pairs: a JSON/JSONL/CSV file, a saved HF dataset, or tofu:<split> (e.g. tofu:forget01); "
+                        "RWKU's probes (rwku:<target>:forget_level2) only with --allow-eval-probes")
+    p.add_argument("--allow-eval-probes", action="store_true",
+                   help="allow an RWKU evaluation split named explicitly as --forget (trains on the test set; warns)")
+    p.add_argument("--rwku-source", default=None,
+                   help="where rwku:<target> reads RWKU (default: $OBLIVIATE_RWKU, ../shared/data/rwku, jinzhuoran/RWKU)")
+    p.add_argument("--filter", default="strict", choices=["none", "lenient", "strict"],
+                   help="quality-filter strictness: none = the paper (only empty outputs rejected), lenient = structural "
+                        "degeneracy only, strict = also answer leaks and non-instruction rewrites (default: %(default)s)")
+    p.add_argument("--include-original", action="store_true",
+                   help="also train on the original instruction x_i with its own negative response "
+                        "(x_r = {x_1, x_2, x_i}, ULMR §3.1)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="the model being unlearned (default generator, p_θ in the paper; default: %(default)s)")
     p.add_argument("--generator", default=None,
                    help="generator spec: transformers:<model>, openai:<base_url>#<model>, vllm:<model> "
                         "(default: transformers:<--model>, i.e. the model being unlearned)")
+    from ..generate.factory import add_request_arguments
+
+    add_request_arguments(p)
     p.add_argument("--tofu-source", default=None,
                    help="where tofu:<split> reads TOFU (hub id or folder; default: $OBLIVIATE_TOFU, ../shared/data/tofu "
                         "when present, else locuslab/TOFU)")
@@ -48,8 +62,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..config import ConfigError
-    from ..generate.factory import make_generator, parse_generator_spec
-    from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text
+    from ..generate.factory import apply_request_arguments, make_generator, parse_generator_spec
+    from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, check_outputs_do_not_replace_inputs
     from ..pipeline import resolve_records
     from .ulmr import UlmrAugmentConfig, augment_ulmr, render_report
 
@@ -58,7 +72,8 @@ def run(args) -> int:
                             negative_temperature=args.negative_temperature, max_new_tokens=args.max_new_tokens,
                             rewrite_max_new_tokens=args.rewrite_max_new_tokens, seed=args.seed,
                             answer_threshold=args.answer_threshold, limit=args.limit,
-                            require_instruction=not args.allow_statement_rewrites)
+                            require_instruction=not args.allow_statement_rewrites, filter=args.filter,
+                            include_original=args.include_original)
     cfg.validate()
     out = Path(args.out)
     spec = args.generator or f"transformers:{args.model}"
@@ -67,8 +82,23 @@ def run(args) -> int:
         gcfg.batch_size = args.batch_size
     elif args.generator is None:
         raise ConfigError("--generator: required")
-    records = resolve_records(args.forget, tofu_source=args.tofu_source)  # validate data before loading a model
+    apply_request_arguments(gcfg, args)
+    outputs = [out / n for n in ("forget_augmented.jsonl", "augment_stats.json", "augment_report.md", "manifest.json")]
+    check_outputs_do_not_replace_inputs([args.forget, args.tofu_source], outputs)
+    records = resolve_records(args.forget, tofu_source=args.tofu_source, rwku_source=args.rwku_source,
+                              allow_eval_probes=args.allow_eval_probes)  # validate data before loading a model
+    from ..data.records import DataError, is_text_record
+
+    if any(is_text_record(r) for r in records):
+        raise DataError(f"--forget {args.forget}: plain-text records (e.g. RWKU's passage corpus) have no instruction "
+                        "to rewrite; ULMR needs question/answer pairs (for RWKU: questions generated with "
+                        "`obliviate augment rwku-rt`, or GA / NPO on the passages)")
     out.mkdir(parents=True, exist_ok=True)
+    m = Manifest(out, "augment ulmr", config={**vars(args), "func": None, "generator_spec": spec,
+                                              "augment": cfg.__dict__}, seed=args.seed)
+    m.add_input("forget", args.forget if os.path.exists(args.forget) else None)  # hashed before any output
+    if not os.path.exists(args.forget):
+        m.data["inputs"]["forget"] = {"spec": args.forget}
     gen = make_generator(gcfg, cache_dir=args.cache_dir or out / "cache", progress=not args.no_progress)
     rows, stats = augment_ulmr(records, gen, config=cfg, progress=not args.no_progress)
     if not rows:
@@ -77,14 +107,10 @@ def run(args) -> int:
     atomic_write_jsonl(out / "forget_augmented.jsonl", rows)
     atomic_write_json(out / "augment_stats.json", stats)
     atomic_write_text(out / "augment_report.md", render_report(rows, stats))
-    m = Manifest(out, "augment ulmr", config={**vars(args), "func": None, "generator_spec": spec,
-                                              "augment": cfg.__dict__}, seed=args.seed)
-    m.add_input("forget", args.forget if os.path.exists(args.forget) else None)
-    if not os.path.exists(args.forget):
-        m.data["inputs"]["forget"] = {"spec": args.forget}
     for name in ("forget_augmented.jsonl", "augment_report.md", "augment_stats.json"):
         m.add_output(out / name)
-    m.write(stats={k: stats[k] for k in ("sources", "requested", "kept", "regenerated", "dropped", "dropped_reasons")},
+    m.write(stats={k: stats[k] for k in ("sources", "requested", "kept", "regenerated", "dropped", "dropped_reasons",
+                                         "filter", "include_original", "originals")},
             cache=stats.get("cache"))
     print(f"kept {stats['kept']} of {stats['requested']} pairs ({stats['regenerated']} regenerated, "
           f"{stats['dropped']} dropped{': ' + str(stats['dropped_reasons']) if stats['dropped'] else ''})")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from . import add_dispatch
 
 #: subcommand -> module implementing ``add_arguments(parser)`` and ``run(args) -> int``
-METHODS = {"ulmr": "obliviate.augment.ulmr_cli", "snap": "obliviate.augment.snap_cli"}
+METHODS = {"ulmr": "obliviate.augment.ulmr_cli", "snap": "obliviate.augment.snap_cli",
+           "rwku-rt": "obliviate.augment.rwku_rt_cli"}
 
 
 def register(sub) -> None:
-    add_dispatch(sub, "augment", "generate a method's training data with an LLM (ulmr | snap)", METHODS, "method")
+    add_dispatch(sub, "augment", "generate a method's training data with an LLM (ulmr | snap | rwku-rt)", METHODS, "method")

@@ -35,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--unlearn-epochs", type=float, default=None)
     p.add_argument("--unlearn-lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="ignore (delete) stages already in --out")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete --out first and start over; only a folder made by obliviate demo (it holds a "
+                        ".obliviate-run.json marker) or an empty one is deleted, after every check passed")
     p.set_defaults(func=run)
 
 
@@ -74,7 +76,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, author_index: int = 0, aut
              fresh: bool = False, progress: bool = True, log=print, **overrides) -> dict:
     """Run the demo end to end into ``out``; return the metrics, example answers, paths and timings."""
     import json
-    import shutil
     import time
 
     import torch
@@ -85,9 +86,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, author_index: int = 0, aut
     from ..generate.cache import CachedGenerator
     from ..generate.factory import weights_fingerprint
     from ..generate.transformers_backend import TransformersGenerator
-    from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+    from ..io import (Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, mark_run_dir, read_jsonl,
+                      remove_run_dir)
     from ..merge import merge_models
-    from ..models import load_model, resolve_model_path
+    from ..models import check_output_outside_models, is_embedded_alias, load_model, resolve_model_path
     from ..pipeline import default_tofu_source, rouge_eval
     from ..train import resolve_train_config, train_unlearning
 
@@ -102,8 +104,23 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, author_index: int = 0, aut
     if not 0 <= s["alpha"] <= 1:
         raise ConfigError(f"--alpha: {s['alpha']} is outside [0, 1]")
     out = Path(out)
-    if fresh and out.exists():
-        shutil.rmtree(out)
+    # validate everything before touching --out: the model, the output path, the data
+    check_output_outside_models(out, {"--model": model})
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if not is_embedded_alias(model):
+        resolve_model_path(model)  # a missing local path fails here (ModelLoadError)
+    source = data_source or default_tofu_source()
+    full = load_tofu("full", source)
+    lo = first_author * TOFU_QA_PER_AUTHOR
+    taught = full[lo: lo + authors * TOFU_QA_PER_AUTHOR]
+    if len(taught) < authors * TOFU_QA_PER_AUTHOR:
+        raise ConfigError(f"TOFU 'full' from {source} has too few authors for --first-author {first_author} "
+                          f"--authors {authors}")
+    if fresh:  # only a folder this command made (marked) or an empty one is deleted
+        remove_run_dir(out, "demo")
+    if not out.exists() or not any(out.iterdir()):
+        mark_run_dir(out, "demo")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     timings: dict[str, float] = {}
@@ -114,13 +131,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, author_index: int = 0, aut
         torch.set_num_threads(1)
         log("note: the CPU is busy with other processes; using 1 torch thread")
 
-    source = data_source or default_tofu_source()
-    full = load_tofu("full", source)
-    lo = first_author * TOFU_QA_PER_AUTHOR
-    taught = full[lo: lo + authors * TOFU_QA_PER_AUTHOR]
-    if len(taught) < authors * TOFU_QA_PER_AUTHOR:
-        raise ConfigError(f"TOFU 'full' from {source} has too few authors for --first-author {first_author} "
-                          f"--authors {authors}")
     forget = taught[author_index * TOFU_QA_PER_AUTHOR:(author_index + 1) * TOFU_QA_PER_AUTHOR]
     retain = [r for i, r in enumerate(taught) if i // TOFU_QA_PER_AUTHOR != author_index]
     log(f"data: {authors} TOFU authors from {source} ({len(taught)} QA); forgetting author #{author_index} "

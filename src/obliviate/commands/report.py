@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders holding metrics.json (directly or in sub-folders); one table row each")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for report.md, <layout>.md/.csv, PNGs, report.json")
-    p.add_argument("--layout", default="auto", choices=["auto", "tofu", "rwku", "snap", "lm-eval"],
+    p.add_argument("--layout", default="auto", choices=["auto", "tofu", "rwku", "snap", "snap-table2", "lm-eval", "audit"],
                    help="table layout (auto: every layout whose benchmark the runs contain)")
     p.add_argument("--names", default=None, metavar="A,B,...",
                    help="comma-separated row names, one per RUN_DIR (default: method from the manifest, or folder name)")
@@ -22,11 +22,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
+    from ..io import check_outputs_do_not_replace_inputs
     from ..report import build_report
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and len(names) != len(args.runs):
         raise ConfigError(f"--names has {len(names)} names for {len(args.runs)} run folders")
+    check_outputs_do_not_replace_inputs(_run_files(args.runs), _report_outputs(args.out))
     try:
         rep = build_report(args.runs, args.out, layout=args.layout, names=names, plots=not args.no_plots)
     except ValueError as e:
@@ -37,3 +39,33 @@ def run(args: argparse.Namespace) -> int:
         print(table_markdown({**t, "layout": lay}))
     print(f"wrote {', '.join(rep['files'])} to {args.out}")
     return 0
+
+
+def _run_files(runs) -> list:
+    """The files of every evaluation a report reads: those directly in each RUN_DIR and in every folder
+    below it (4 levels) holding a ``metrics.json`` or ``audit.json`` (its report.md and manifest included)."""
+    from pathlib import Path
+
+    files = []
+    for r in runs:
+        root = Path(r).expanduser()
+        if not root.is_dir():
+            continue
+        folders = {root} | {m.parent for pat in ("metrics.json", "audit.json") for m in root.rglob(pat)
+                            if len(m.relative_to(root).parts) <= 4}
+        files += [f for d in sorted(folders) for f in d.iterdir() if f.is_file()]
+    return files
+
+
+def _report_outputs(out) -> list:
+    """Every file ``obliviate report --out OUT`` may write (report.md/json and each layout's table and plots)."""
+    from pathlib import Path
+
+    from ..report import LAYOUTS
+
+    out = Path(out).expanduser()
+    names = ["report.md", "report.json"]
+    for lay in LAYOUTS:
+        stem = lay.replace("-", "_")
+        names += [f"{stem}.md", f"{stem}.csv", f"{stem}_bars.png", f"{stem}_alpha.png"]
+    return [out / n for n in names]

@@ -8,7 +8,8 @@ def register(sub) -> None:
         "run", help="run a whole unlearning pipeline from a YAML config (resumable run directory)",
         description="Run augment → train → merge → evaluate as the method needs (ULMR: all four; other methods "
                     "skip augment/merge; Prompting skips training). The config is validated before any heavy "
-                    "work; stages whose output exists in the run directory are skipped, so rerunning resumes. "
+                    "work; a finished stage in the run directory is reused only when it was made with the same settings and "
+                    "inputs (its stage.json), so rerunning resumes; otherwise the run is refused (or --force). "
                     "See configs/ulmr.yaml.")
     p.add_argument("config", help="run config YAML (fields: method, model, out, seed, generator, data, augment, "
                                   "train, merge, eval)")
@@ -16,6 +17,9 @@ def register(sub) -> None:
                    help="override a field, e.g. --set out=runs/x --set merge.alpha=[0.3,0.5] --set train.epochs=1")
     p.add_argument("--out", help="run directory (same as --set out=DIR)")
     p.add_argument("--dry-run", action="store_true", help="validate the config, print it resolved and exit")
+    p.add_argument("--force", action="store_true",
+                   help="redo the finished stages whose recorded settings or inputs differ from the config (and "
+                        "the stages after them); without it such a run folder is refused, naming the fields")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -34,12 +38,14 @@ def run(args) -> int:
         return _run_targets(raw, args)
     cfg = load_run_config(args.config, overrides)
     if args.dry_run:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+        from ..io import redact
+
+        print(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False, allow_unicode=True), end="")
         print(f"# train (resolved from preset {cfg.method!r}):")
         print(yaml.safe_dump(to_dict(cfg.train_config()), sort_keys=False, allow_unicode=True), end="")
         return 0
     t = time.time()
-    res = run_pipeline(cfg, progress=not args.no_progress)
+    res = run_pipeline(cfg, progress=not args.no_progress, force=args.force)
     for stage, status in res["stages"].items():
         print(f"{stage:9s} {status}")
     for label, m in res["results"].items():
@@ -66,7 +72,7 @@ def _run_targets(raw: dict, args) -> int:
         print(yaml.safe_dump({"out": out, **to_dict(cfg)}, sort_keys=False, allow_unicode=True), end="")
         return 0
     t = time.time()
-    summary = run_snap_pipeline(cfg, out)
+    summary = run_snap_pipeline(cfg, out, force=getattr(args, "force", False))
     final = summary.get("metrics") or {}
     vals = "  ".join(f"{k}={v:.3f}" for k, v in final.items() if isinstance(v, float))
     if vals:

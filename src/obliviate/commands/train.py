@@ -30,6 +30,9 @@ def register(sub) -> None:
                         "../shared/data/tofu when present, else locuslab/TOFU)")
     p.add_argument("--rwku-source", default=None,
                    help="where rwku:<target> reads RWKU (default: $OBLIVIATE_RWKU, ../shared/data/rwku, jinzhuoran/RWKU)")
+    p.add_argument("--allow-eval-probes", action="store_true",
+                   help="allow training on an RWKU evaluation split named explicitly (e.g. rwku:<target>:forget_level2); "
+                        "refused otherwise, since it trains on the test set")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     p.add_argument("--show-preset", metavar="NAME", help="print a method's preset YAML (to copy and edit) and exit")
@@ -72,11 +75,19 @@ def run(args) -> int:
         if not files.get(s):
             raise ConfigError(f"--{s}: method {cfg.method!r} needs {s} data (its terms: "
                               f"{', '.join(t.name for t in terms)})")
-    check_output_dir(args.out, args.model)
+    check_output_dir(args.out, args.model, args.reference)
+    from pathlib import Path
+
+    from ..io import check_outputs_do_not_replace_inputs
+
+    check_outputs_do_not_replace_inputs(  # e.g. --config OUT/config.yaml or --forget OUT/train_log.jsonl
+        [args.config, *files.values()],
+        [Path(args.out) / n for n in ("model", "config.yaml", "train_log.jsonl", "manifest.json", "checkpoints")])
     streams = {}
     for s, src in files.items():
         if src and (s in needed):
-            streams[s] = resolve_records(src, tofu_source=args.tofu_source, rwku_source=args.rwku_source)
+            streams[s] = resolve_records(src, tofu_source=args.tofu_source, rwku_source=args.rwku_source,
+                                         allow_eval_probes=args.allow_eval_probes)
             if not streams[s]:
                 raise DataError(f"{src}: no records", source=src)
     unused = [f"--{s}" for s, src in files.items() if src and s not in needed]

@@ -21,10 +21,55 @@ def chat_messages(prompt: str, response: str | None = None, system: str | None =
     return msgs
 
 
+#: chat template text -> whether it renders a system message (probed once per template)
+_SYSTEM_ROLE_SUPPORT: dict[str, bool] = {}
+_SYSTEM_PROBE = "obliviate-system-probe-7f3a"
+
+
+def supports_system_role(tokenizer) -> bool:
+    """Whether the tokenizer's chat template renders a system message: it neither raises (Mistral-
+    Instruct's and Gemma's templates do) nor silently drops the system text. Probed once per template."""
+    tmpl = getattr(tokenizer, "chat_template", None)
+    key = tmpl if isinstance(tmpl, str) else repr(tmpl)
+    if key not in _SYSTEM_ROLE_SUPPORT:
+        try:
+            text = tokenizer.apply_chat_template([{"role": "system", "content": _SYSTEM_PROBE},
+                                                  {"role": "user", "content": "hi"}],
+                                                 tokenize=False, add_generation_prompt=True)
+            _SYSTEM_ROLE_SUPPORT[key] = _SYSTEM_PROBE in text
+        except Exception:  # jinja's raise_exception("... roles must alternate ...") and the like
+            _SYSTEM_ROLE_SUPPORT[key] = False
+    return _SYSTEM_ROLE_SUPPORT[key]
+
+
+def fit_system_role(tokenizer, messages: list[dict]) -> list[dict]:
+    """``messages`` as the template can render them. With a template that has no system role, a
+    leading system message is merged into the first user turn (``system + "\n\n" + user``, the
+    way Llama-2's template folds ``<<SYS>>`` into the first instruction) instead of failing or being
+    dropped; otherwise the list is returned unchanged."""
+    if not messages or messages[0].get("role") != "system" or supports_system_role(tokenizer):
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    for i, m in enumerate(rest):
+        if m.get("role") == "user":
+            rest[i] = {**m, "content": f"{system}\n\n{m['content']}"}
+            return rest
+    return [{"role": "user", "content": system}] + rest
+
+
+def render_chat(tokenizer, messages: list[dict], *, add_generation_prompt: bool = True) -> str:
+    """Render ``messages`` with the chat template as text (system message fitted, :func:`fit_system_role`)."""
+    return tokenizer.apply_chat_template(fit_system_role(tokenizer, messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
 def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:
-    """Render the chat prompt (with the generation prompt) as text, ready to tokenize."""
-    return tokenizer.apply_chat_template(chat_messages(prompt, system=system), tokenize=False,
-                                         add_generation_prompt=True)
+    """Render the chat prompt (with the generation prompt) as text, ready to tokenize.
+
+    A ``system`` prompt goes into a system message, or into the first user turn when the
+    template has no system role (:func:`fit_system_role`).
+    """
+    return render_chat(tokenizer, chat_messages(prompt, system=system))
 
 
 def encode_example(tokenizer, prompt: str, response: str, *, system: str | None = None,
@@ -52,6 +97,52 @@ def encode_example(tokenizer, prompt: str, response: str, *, system: str | None 
         "attention_mask": [1] * len(ids),
         "labels": [IGNORE_INDEX] * len(head_ids) + resp_ids,
     }
+
+
+#: how :func:`encode_text` treats a text longer than ``max_length`` tokens
+TEXT_OVERFLOW = ("truncate", "chunk")
+
+
+def encode_text(tokenizer, text: str, *, max_length: int | None = 512, overflow: str = "truncate",
+                add_eos: bool = True) -> list[dict[str, list[int]]]:
+    """Tokenize a plain text for language-model training: no chat template, the loss on every token.
+
+    The ids are ``tokenizer(text, add_special_tokens=False)`` followed by the EOS token (RWKU's
+    pre-training-style preprocessing of its forget corpus: text + EOS, no BOS); ``labels`` equal
+    ``input_ids`` everywhere, so the NLL is −Σ_t log p(w_t | w_<t) over the whole text. A text longer
+    than ``max_length`` is cut according to ``overflow``: ``"truncate"`` keeps its first
+    ``max_length`` tokens (what RWKU's GA / NPO runs do with ``cutoff_len``: their ``ga``/``npo``
+    stages do not pack), ``"chunk"`` splits it into consecutive windows of ``max_length`` tokens
+    so no text is lost (a last window of a single token, which predicts nothing, is dropped).
+    Returns a list of encoded examples (one unless chunked).
+    """
+    if overflow not in TEXT_OVERFLOW:
+        raise ValueError(f"overflow must be one of {list(TEXT_OVERFLOW)}, got {overflow!r}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if add_eos and tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    if max_length is None or len(ids) <= max_length:
+        pieces = [ids]
+    elif overflow == "truncate":
+        pieces = [ids[:max_length]]
+    else:
+        pieces = [ids[i:i + max_length] for i in range(0, len(ids), max_length)]
+        if len(pieces) > 1 and len(pieces[-1]) < 2:
+            pieces.pop()
+    return [{"input_ids": list(p), "attention_mask": [1] * len(p), "labels": list(p)} for p in pieces]
+
+
+def encode_record(tokenizer, record, *, system: str | None = None, max_length: int | None = 512,
+                  text_overflow: str = "truncate") -> list[dict[str, list[int]]]:
+    """Encode one record for training: a QA pair in the chat format with the loss on the response
+    (:func:`encode_example`), or a plain-text record (:func:`obliviate.data.records.text_record`) as
+    raw text with the loss on every token (:func:`encode_text`; ``system`` does not apply).
+    Returns a list of examples (several only for a chunked text)."""
+    from .records import is_text_record
+
+    if is_text_record(record):
+        return encode_text(tokenizer, record.answer, max_length=max_length, overflow=text_overflow)
+    return [encode_example(tokenizer, record.question, record.answer, system=system, max_length=max_length)]
 
 
 def pad_batch(examples: Sequence[dict], pad_token_id: int, *, padding_side: str = "right",

@@ -298,7 +298,28 @@ def read_records(source: Any, *, question_key: str = "question", answer_key: str
     any other field goes to ``meta``. Raises :class:`DataError` (file, line, field) on the
     first problem, before anything else is done with the data.
     """
-    return records_from_rows(read_rows(source, split=split), question_key=question_key, answer_key=answer_key)
+    table = read_rows(source, split=split)
+    records = records_from_rows(table, question_key=question_key, answer_key=answer_key)
+    warn_duplicate_ids(records, table.origin)
+    return records
+
+
+def warn_duplicate_ids(records: Sequence[QARecord], origin: str) -> list[str]:
+    """Log a warning naming the ids that occur more than once in ``records`` (read from ``origin``); return them.
+
+    Duplicate ids make per-sample results (caches, pairings, sample tables) ambiguous; the records
+    are kept as they are.
+    """
+    import logging
+    from collections import Counter
+
+    counts = Counter(r.id for r in records if r.id is not None)
+    dup = [i for i, n in counts.items() if n > 1]
+    if dup:
+        shown = ", ".join(f"{i!r} ×{counts[i]}" for i in dup[:5]) + (", ..." if len(dup) > 5 else "")
+        logging.getLogger(__name__).warning("%s: %d id(s) occur more than once (%s); give each record its own id",
+                                            origin, len(dup), shown)
+    return dup
 
 
 def write_records(path: str | os.PathLike, records: Iterable[QARecord | dict]) -> Path:

@@ -17,15 +17,21 @@ retain_mmlu                                                :class:`ChoiceItem` (
 truthful                                                   :class:`ChoiceItem` (MC1; MC2 in meta)
 passage, forget_mia, retain_mia, intro, fluency            :class:`TextItem`
 ========================================================  =====================================
+
+Only ``passage`` (the forget corpus) is training data; every other split is an evaluation set.
+The ``rwku:<target>[:<split>]`` data spec (:func:`obliviate.data.sources.resolve_records`) turns
+``passage`` into plain-text training records and refuses the others for training unless asked
+explicitly. :func:`average_over_targets` averages per-target metrics (mean, std) as RWKU reports.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Mapping, Sequence, Union
 
 from .readers import RowTable, is_local_source, load_hub_rows, local_split_file, read_rows, records_from_rows
 from .records import DataError, QARecord
@@ -301,3 +307,46 @@ def load_rwku(target: str, split: str, source: str | os.PathLike = RWKU_HUB) -> 
     """
     name, table = rwku_rows(target, split, source)
     return rwku_items_from_rows(table, split, name)
+
+
+def average_over_targets(per_target: Mapping[str, Mapping[str, Any]] | Sequence[Mapping[str, Any]], *,
+                         ddof: int = 0) -> dict[str, Any]:
+    """Mean and standard deviation of each metric over several RWKU targets (RWKU reports averages
+    over its targets).
+
+    ``per_target`` maps a target name to its metrics dict (e.g. what ``obliviate eval rwku`` writes
+    per target), or is a list of such dicts. For every key whose value is a number (not a bool) in
+    at least one target, the result holds ``{"mean": x̄, "std": s, "n": n}`` with
+    x̄ = (1/n) Σ_i x_i and s = sqrt(Σ_i (x_i − x̄)² / (n − ddof)) over the n targets that report a
+    number (``None`` / missing are skipped; ``ddof=0`` is the population std, ``ddof=1`` the sample
+    std; s = 0 for one target). Nested dicts are averaged key by key into nested results; strings
+    and lists are ignored. Key order follows the first target that has each key.
+    """
+    dicts = list(per_target.values()) if isinstance(per_target, Mapping) else list(per_target)
+    if not dicts:
+        raise ValueError("average_over_targets: no targets given")
+    if ddof not in (0, 1):
+        raise ValueError(f"average_over_targets: ddof must be 0 or 1, got {ddof!r}")
+    bad = [type(d).__name__ for d in dicts if not isinstance(d, Mapping)]
+    if bad:
+        raise ValueError(f"average_over_targets: expected one metrics dict per target, got {bad[0]}")
+    keys: list[str] = []
+    for d in dicts:
+        keys.extend(k for k in d if k not in keys)
+    out: dict[str, Any] = {}
+    for k in keys:
+        vals = [d.get(k) for d in dicts]
+        subs = [v for v in vals if isinstance(v, Mapping)]
+        if subs:
+            nested = average_over_targets(subs, ddof=ddof)
+            if nested:
+                out[k] = nested
+            continue
+        nums = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not nums:
+            continue
+        n = len(nums)
+        mean = sum(nums) / n
+        var = sum((x - mean) ** 2 for x in nums) / (n - ddof) if n > ddof else 0.0
+        out[k] = {"mean": mean, "std": math.sqrt(var), "n": n}
+    return out

@@ -134,9 +134,16 @@ def start_manifest(out_dir: str | os.PathLike, command: str, args: argparse.Name
     """Start the run's :class:`~obliviate.io.Manifest` (config = the parsed arguments, secrets redacted).
 
     ``inputs`` maps names to files / folders / specs to hash (the ``model`` argument is added
-    automatically when ``args`` has one).
+    automatically when ``args`` has one). Refuses (before anything is written) an ``out_dir`` whose
+    output files would overwrite one of those inputs.
     """
+    from ..io import check_outputs_do_not_replace_inputs
+
     cfg = _args_config(args)
+    out = Path(out_dir)
+    check_outputs_do_not_replace_inputs(  # e.g. --responses OUT/samples.jsonl --out OUT
+        [cfg.get("model"), *(inputs or {}).values()],
+        [out / METRICS_FILE, out / SAMPLES_FILE, out / REPORT_FILE, out / "manifest.json"])
     m = Manifest(out_dir, command, config=cfg, seed=seed)
     if cfg.get("model"):
         m.add_input("model", cfg["model"])

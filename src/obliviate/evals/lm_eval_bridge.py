@@ -9,6 +9,11 @@ Each task is loaded on its own first: a task whose data cannot be reached (no ne
 offline) is **skipped** with a message naming it, and the others still run. Unknown task names are
 an error before anything is loaded.
 
+Named task presets (:data:`TASK_PRESETS`): ``snap-table2`` is SNAP's Table 2, the nine zero-shot
+tasks HellaSwag, LAMBADA (OpenAI), WinoGrande, PIQA, ARC-Challenge, MMLU, OpenBookQA, BoolQ and
+MathQA; :func:`preset_summary` adds their unweighted mean (Table 2's Avg.) and its relative change
+against the original model (Table 2's "(-3.4%)").
+
 Offline retention check: :func:`write_rwku_tasks` writes lm-eval task YAMLs over a local RWKU
 target folder (``rwku_retain_mmlu``: RWKU's 5-shot MMLU utility set, multiple choice over A/B/C/D
 with the per-question examples RWKU ships; ``rwku_truthful``: TruthfulQA MC1), so
@@ -72,6 +77,73 @@ def _go_offline() -> None:
         hc.HF_HUB_OFFLINE = True
     except Exception:  # pragma: no cover
         pass
+
+
+# ----------------------------------------------------------------------------- presets
+#: named task lists: ``--tasks snap-table2`` runs SNAP Table 2's nine tasks (column label, lm-eval task)
+SNAP_TABLE2 = (("Hella.", "hellaswag"), ("Lamba.", "lambada_openai"), ("Wino.", "winogrande"), ("PIQA", "piqa"),
+               ("ARC-C", "arc_challenge"), ("MMLU", "mmlu"), ("OBQA", "openbookqa"), ("BoolQ", "boolq"),
+               ("MathQ", "mathqa"))
+TASK_PRESETS: dict[str, tuple[str, ...]] = {"snap-table2": tuple(t for _, t in SNAP_TABLE2)}
+#: few-shot count of a preset (SNAP Table 2 is zero-shot); ``--num-fewshot`` overrides it
+PRESET_FEWSHOT: dict[str, int] = {"snap-table2": 0}
+#: metric keys :func:`preset_summary` writes for a preset: (average, relative change vs the original)
+PRESET_KEYS: dict[str, tuple[str, str]] = {"snap-table2": ("snap_table2_avg", "snap_table2_drop")}
+
+
+def expand_tasks(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Replace preset names (:data:`TASK_PRESETS`) by their tasks; return (tasks without repeats, presets used)."""
+    tasks: list[str] = []
+    presets: list[str] = []
+    for n in names:
+        if n in TASK_PRESETS:
+            presets.append(n)
+            tasks.extend(TASK_PRESETS[n])
+        else:
+            tasks.append(n)
+    return list(dict.fromkeys(tasks)), presets
+
+
+def preset_summary(metrics: dict[str, Any], preset: str, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The preset's average and its relative change against ``reference`` (the original model's metrics).
+
+    ``avg = (1/9) Σ_t score_t`` over the preset's tasks, only when every task has a score (else None),
+    and ``drop = (avg − avg_ref) / avg_ref`` (SNAP Table 2 prints it as a percentage, e.g. 54.09 vs
+    55.98 → −3.4 %) when a reference with all tasks is given. Returns ``{avg_key: …, drop_key: …}``.
+    """
+    if preset not in TASK_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(TASK_PRESETS)}")
+    avg_key, drop_key = PRESET_KEYS[preset]
+
+    def avg(m):
+        vals = [m.get(t) for t in TASK_PRESETS[preset]]
+        if not m or any(not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) for v in vals):
+            return None
+        return sum(vals) / len(vals)
+
+    a = avg(metrics)
+    out: dict[str, Any] = {avg_key: a, drop_key: None}
+    if reference is not None:
+        r = reference.get(avg_key) if isinstance(reference.get(avg_key), (int, float)) else avg(reference)
+        if a is not None and r:
+            out[drop_key] = (a - r) / r
+    return out
+
+
+def read_lm_eval_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``metrics`` of an earlier ``obliviate eval lm-eval`` run (its folder or ``metrics.json``)."""
+    import json
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "metrics.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"--reference {path}: no metrics.json (give an `obliviate eval lm-eval` run folder)")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    m = data.get("metrics", data) if isinstance(data, dict) else None
+    if not isinstance(m, dict):
+        raise ValueError(f"--reference {p}: expected a JSON object with 'metrics'")
+    return m
 
 
 # ----------------------------------------------------------------------------- local RWKU tasks

@@ -3,7 +3,9 @@
 ``obliviate eval lm-eval --model M --tasks mmlu,arc_easy --out DIR [--num-fewshot K] [--limit N]``
 runs lm-eval through :func:`obliviate.evals.lm_eval_bridge.run_lm_eval`; a task whose data cannot
 be reached is skipped with a message and the command still exits 0 with what did run.
-``--rwku-dir FOLDER`` adds the offline tasks ``rwku_retain_mmlu`` / ``rwku_truthful`` built from a
+``--tasks snap-table2`` runs SNAP Table 2's nine zero-shot tasks and adds their average
+(``snap_table2_avg``) and, with ``--reference RUN`` (the original model's lm-eval run), its relative
+change ``snap_table2_drop``. ``--rwku-dir FOLDER`` adds the offline tasks ``rwku_retain_mmlu`` / ``rwku_truthful`` built from a
 local RWKU target folder; ``--include-path DIR`` adds your own task YAMLs.
 """
 
@@ -21,9 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``obliviate eval lm-eval``."""
     add_model_arguments(p)
     p.add_argument("--tasks", default=None, metavar="T1,T2",
-                   help="comma-separated lm-eval task names, e.g. mmlu,arc_easy,hellaswag "
-                        "(default: the --rwku-dir tasks when given)")
-    p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per prompt (default: the task's)")
+                   help="comma-separated lm-eval task names, e.g. mmlu,arc_easy,hellaswag, or a preset: "
+                        "snap-table2 (SNAP Table 2's nine zero-shot tasks) (default: the --rwku-dir tasks when given)")
+    p.add_argument("--num-fewshot", type=int, default=None,
+                   help="few-shot examples per prompt (default: the preset's, 0 for snap-table2, else the task's)")
+    p.add_argument("--reference", default=None, metavar="RUN",
+                   help="the original model's `obliviate eval lm-eval` run: a preset's average is also reported as "
+                        "a relative change against it (SNAP Table 2's '(-3.4%%)')"),
     p.add_argument("--limit", type=float, default=None,
                    help="evaluate at most this many documents per task (a value < 1 is a fraction)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="lm-eval batch size (default 8)")
@@ -38,9 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``obliviate eval lm-eval``; returns the exit code (0 also when some tasks were skipped)."""
-    from .lm_eval_bridge import LmEvalUnavailable, require_lm_eval, run_lm_eval, write_rwku_tasks
+    from .lm_eval_bridge import (PRESET_FEWSHOT, LmEvalUnavailable, expand_tasks, preset_summary,
+                                 read_lm_eval_metrics, require_lm_eval, run_lm_eval, write_rwku_tasks)
 
-    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    tasks, presets = expand_tasks([t.strip() for t in (args.tasks or "").split(",") if t.strip()])
+    num_fewshot = args.num_fewshot
+    if num_fewshot is None and presets:
+        num_fewshot = PRESET_FEWSHOT.get(presets[0])
+    reference = None
+    if args.reference:
+        try:
+            reference = read_lm_eval_metrics(args.reference)
+        except (OSError, ValueError) as e:
+            raise ConfigError(str(e)) from None
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise ConfigError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
     if args.limit is not None and args.limit <= 0:
@@ -63,28 +79,42 @@ def run(args: argparse.Namespace) -> int:
     manifest = start_manifest(out, "eval lm-eval", args, inputs={"rwku_dir": args.rwku_dir} if args.rwku_dir else None)
     model, tok = load_model_from_args(args)
     try:
-        res = run_lm_eval(model, tok, tasks, num_fewshot=args.num_fewshot, limit=limit, batch_size=args.batch_size,
+        res = run_lm_eval(model, tok, tasks, num_fewshot=num_fewshot, limit=limit, batch_size=args.batch_size,
                           include_path=includes or None, max_length=args.max_length)
     except ValueError as e:  # unknown task names
         raise ConfigError(str(e)) from e
     for t, reason in res["skipped"].items():
         print(f"obliviate eval lm-eval: skipped task {t}: its data could not be loaded ({reason})", file=sys.stderr)
+    summaries = {}
+    for pr in presets:
+        summaries[pr] = preset_summary(res["metrics"], pr, reference)
+        res["metrics"].update(summaries[pr])
     rows = [{"task": t, **{k.replace(",none", ""): v for k, v in m.items()}} for t, m in res["tasks"].items()]
     table = [{"task": t, "score": res["metrics"].get(t), "n": (res["n_samples"].get(t) or {}).get("effective")}
              for t in res["tasks"]]
     report = ["# lm-evaluation-harness", "", f"- **model**: {args.model}",
               f"- **tasks run**: {', '.join(res['tasks']) or 'none'}",
               f"- **skipped** (data unreachable): {', '.join(res['skipped']) or 'none'}",
-              f"- **limit**: {limit}  **num_fewshot**: {args.num_fewshot}", "",
+              f"- **limit**: {limit}  **num_fewshot**: {num_fewshot}", "",
               markdown_table(table) if table else "_no task ran_\n"]
+    for pr, sm in summaries.items():
+        avg, drop = sm.values()
+        report.append(f"- **{pr}** average: {'–' if avg is None else f'{100 * avg:.2f}'}"
+                      + ("" if drop is None else f" ({100 * drop:+.1f}% vs the reference {args.reference})")
+                      + ("" if avg is not None else " (not every task of the preset ran)"))
     for t, reason in res["skipped"].items():
         report.append(f"- skipped `{t}`: {reason}")
     write_eval_run(out, benchmark="lm-eval", metrics=res["metrics"], rows=rows, report="\n".join(report) + "\n",
                    manifest=manifest, model=args.model,
                    extra={"skipped": res["skipped"], "n_samples": res["n_samples"], "tasks": res["tasks"],
-                          "offline": res["offline"], "lm_eval_version": res["lm_eval_version"]})
+                          "offline": res["offline"], "lm_eval_version": res["lm_eval_version"],
+                          "presets": presets, "num_fewshot": num_fewshot, "reference": args.reference})
     for r in table:
         s = "–" if r["score"] is None else f"{r['score']:.4f}"
         print(f"{r['task']}: {s} (n={r['n']})")
+    for pr, sm in summaries.items():
+        avg, drop = sm.values()
+        print(f"{pr} average: {'–' if avg is None else f'{avg:.4f}'}"
+              + ("" if drop is None else f" ({100 * drop:+.1f}% vs the reference)"))
     print(f"{len(res['tasks'])} task(s) run, {len(res['skipped'])} skipped -> {out}")
     return 0

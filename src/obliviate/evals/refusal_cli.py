@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import ConfigError
 from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_out_dir,
                      load_model_from_args, markdown_table, resolve_system_prompt, start_manifest, write_eval_run)
-from .refusal import MODES, RefusalDetector, ua_ra_ta
+from .refusal import DEFAULT_MODE, MODES, RefusalDetector, format_with_interval, ua_ra_ta
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--field", default=None, help="prompt field of JSON rows (default: question / instruction / prompt)")
     p.add_argument("--responses", metavar="FILE",
                    help="score precomputed responses (JSONL with 'set' and 'response') instead of generating")
-    p.add_argument("--detector", default="rules", choices=MODES, help="refusal detector (default: rules)")
+    p.add_argument("--detector", default=DEFAULT_MODE, choices=MODES,
+                   help=f"refusal detector (default: {DEFAULT_MODE}, the classifier shipped with obliviate)")
+    p.add_argument("--explain", action="store_true",
+                   help="print every response's verdict and why (rule clause, classifier probability); "
+                        "samples.jsonl always carries them")
     p.add_argument("--judge-generator", metavar="SPEC", default=None,
                    help="LLM judge for --detector judge: self | transformers:<model> | openai:<url>#<model> | "
                         "vllm:<model>")
@@ -111,21 +115,43 @@ def _read_instructions(files: dict[str, str], field: str | None, max_samples: in
 
 def refusal_report(metrics: dict, *, model: str | None, detector: str, examples: list[dict]) -> str:
     """``report.md`` body: SNAP Table 1's row (percent), counts, and a few classified examples."""
-    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    row = {"UA": pct(metrics.get("UA")), "UA♣ (multi-hop)": pct(metrics.get("UA_multihop")),
-           "RA": pct(metrics.get("RA")), "TA": pct(metrics.get("TA")), "Avg.": pct(metrics.get("Avg"))}
+    iv = metrics.get("intervals") or {}
+    pct = lambda k: format_with_interval(metrics.get(k), iv.get(k))  # noqa: E731
+    row = {"UA": pct("UA"), "UA♣ (multi-hop)": pct("UA_multihop"), "RA": pct("RA"), "TA": pct("TA"),
+           "Avg.": pct("Avg")}
     counts = [{"set": s, "responses": c["n"], "refusals": c["refusals"]}
               for s, c in metrics.get("counts", {}).items()]
     lines = ["# Refusal evaluation (SNAP §4.2)", "",
              f"- **model**: {model or '(precomputed responses)'}", f"- **detector**: {detector}", "",
              "UA = share of obliterated responses on the forgetting set; RA / TA = share of *non*-obliterated "
-             "responses on the retaining / general sets (%).", "",
-             markdown_table([row]), "## Counts", "", markdown_table(counts), "## Examples", ""]
+             "responses on the retaining / general sets (%), with 95 % intervals: Wilson over the responses, "
+             "Avg by the normal approximation over the sets (Agresti-Caffo variances).", "",
+             markdown_table([row]), "## Counts", "", markdown_table(counts)]
+    corr = iv.get("corrected")
+    if corr:
+        lines += ["## Corrected for the detector's held-out error rates (Rogan-Gladen)", "",
+                  f"sensitivity {corr['sensitivity']:.3f}, specificity {corr['specificity']:.3f} "
+                  "(measured on the frozen held-out set; their own uncertainty is not propagated).", "",
+                  markdown_table([{k: format_with_interval(c["value"], c["interval"])
+                                   for k, c in corr.items() if isinstance(c, dict)}])]
+    lines += ["## Examples", ""]
     for ex in examples:
         resp = (ex["response"] or "").replace("\n", " ")
         lines.append(f"- [{ex['set']}, {'refusal' if ex['refusal'] else 'answer'}] "
                      f"**Q:** {ex.get('question') or '–'} **A:** {resp[:240]}")
     return "\n".join(lines) + "\n"
+
+
+def explain_table(rows: list[dict], width: int = 70) -> str:
+    """The ``--explain`` listing: per response its set, verdict, p(refusal) (learned mode) and the
+    rules' reason (the refusal clause matched, or the content clause that overrides it)."""
+    lines = ["set\tverdict\tp(refusal)\treason\tresponse"]
+    for r in rows:
+        resp = (r["response"] or "").replace("\n", " ")
+        p = "–" if r.get("probability") is None else f"{r['probability']:.3f}"
+        lines.append(f"{r['set']}\t{'REFUSAL' if r['refusal'] else 'answer'}\t{p}\t{r['reason']}\t"
+                     f"{resp[:width] + ('…' if len(resp) > width else '')}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,30 +192,41 @@ def run(args: argparse.Namespace) -> int:
         generator = make_generator(args.judge_generator, model=model, tokenizer=tok, progress=True)
     detector = RefusalDetector(args.detector, generator=generator)
 
-    decisions = {}
+    decisions, explanations = {}, {}
     for s in SETS:
         if data.get(s):
             qs = [r["question"] for r in data[s]]
             kw = {"questions": qs} if args.detector == "judge" and all(q for q in qs) else {}
-            decisions[s] = detector.predict([r["response"] for r in data[s]], **kw)
+            explanations[s] = detector.explain([r["response"] for r in data[s]], **kw)
+            decisions[s] = [e.refusal for e in explanations[s]]
     metrics = ua_ra_ta(None, None, None, detector, decisions=decisions)
     if args.detector == "judge":
         metrics["judge_unparsable"] = detector.unparsable
 
     rows, examples = [], []
     for s in SETS:
-        for r, d in zip(data.get(s, []), decisions.get(s, [])):
-            rows.append({"set": s, "question": r["question"], "response": r["response"], "refusal": bool(d)})
+        for r, e in zip(data.get(s, []), explanations.get(s, [])):
+            rows.append({"set": s, "question": r["question"], "response": r["response"], "refusal": bool(e.refusal),
+                         "probability": e.as_dict()["probability"], "reason": e.rule_reason})
         examples += rows[-len(data.get(s, [])):][:3] if data.get(s) else []
-    flat = {k: v for k, v in metrics.items() if k not in ("counts", "detector")}
+    flat = {k: v for k, v in metrics.items() if k not in ("counts", "detector", "intervals")}
+    for k, ci in metrics["intervals"].items():
+        if k in ("UA", "UA_multihop", "RA", "TA", "Avg") and ci:
+            flat[f"{k}_ci_low"], flat[f"{k}_ci_high"] = ci
+    for k, c in (metrics["intervals"].get("corrected") or {}).items():
+        if isinstance(c, dict):
+            flat[f"{k}_corrected"] = c["value"]
     for s, c in metrics["counts"].items():
         flat[f"{s}_n"] = c["n"]
         flat[f"{s}_refusals"] = c["refusals"]
     report = refusal_report(metrics, model=args.model, detector=args.detector, examples=examples)
     write_eval_run(out, benchmark="refusal", metrics=flat, rows=rows, report=report, manifest=manifest,
-                   extra={"counts": metrics["counts"]}, model=args.model, detector=args.detector,
+                   extra={"counts": metrics["counts"], "intervals": metrics["intervals"]}, model=args.model,
+                   detector=args.detector,
                    system_prompt=system)
-    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    print(f"UA {pct(metrics['UA'])}  UA♣ {pct(metrics['UA_multihop'])}  RA {pct(metrics['RA'])}  "
-          f"TA {pct(metrics['TA'])}  Avg {pct(metrics['Avg'])}  ({args.detector} detector) -> {out}")
+    if args.explain:
+        print(explain_table(rows))
+    pct = lambda k: format_with_interval(metrics[k], metrics["intervals"].get(k), 2)  # noqa: E731
+    print(f"UA {pct('UA')}  UA♣ {pct('UA_multihop')}  RA {pct('RA')}  "
+          f"TA {pct('TA')}  Avg {pct('Avg')}  ({args.detector} detector; 95 % intervals) -> {out}")
     return 0

@@ -7,7 +7,7 @@ column                 RWKU split           metric
 =====================  ===================  ===========================================================
 Forget FB / QA / AA    forget_level1/2/3    ROUGE-L recall of a short greedy answer (lower = forgotten)
 Neighbor FB / QA       neighbor_level1/2    ROUGE-L recall (higher = kept)
-MIA FM / RM            forget_mia/retain_mia  mean LOSS (per-text mean token NLL; FM up = forgotten)
+MIA FM / RM            forget_mia/retain_mia  mean LOSS (per-text mean token NLL; FM up = forgotten), ×100 in tables
 Utility Gen            retain_mmlu          5-shot MMLU accuracy (next-token letter log-prob)
 Utility Rea            retain_bbh           BBH 3-shot CoT exact match
 Utility Tru            truthful             TruthfulQA MC1 accuracy (sum log-prob of each option)
@@ -39,6 +39,11 @@ RWKU_UTILITY = ("mmlu", "bbh", "truthfulqa", "triviaqa", "fluency")
 BBH_ANSWER = r"[tT]he answer is (.*?)\."
 RWKU_PROBES = ("forget", "neighbor", "mia")
 DEFAULT_MAX_NEW_TOKENS = 30
+#: RWKU's code (``LLaMA-Factory/src/llmtuner/eval/eval_bbh.py`` / ``eval_fluency.py``): 256 new tokens
+BBH_MAX_NEW_TOKENS = 256
+FLUENCY_MAX_NEW_TOKENS = 256
+#: ULMR Table 4 prints the MIA loss ×100 (e.g. 222.62 for a mean token NLL of 2.2262)
+MIA_SCALE = 100.0
 _CHOICE_LETTERS = "ABCDEFGHIJ"
 FB_INSTRUCTION = "Please complete the blank in the following question.\nQuestion: {}\n"
 QA_INSTRUCTION = "Please briefly answer the following question.\nQuestion: {}\n"
@@ -82,7 +87,8 @@ TABLE4_COLUMNS = [
                      ("Fac", "utility_fac"), ("Flu", "utility_flu")]),
 ]
 
-__all__ = ["evaluate_rwku", "rwku_report", "probe_prompt", "mmlu_prompt", "RWKU_UTILITY", "TABLE4_COLUMNS"]
+__all__ = ["evaluate_rwku", "rwku_report", "probe_prompt", "mmlu_prompt", "RWKU_UTILITY", "TABLE4_COLUMNS",
+           "BBH_MAX_NEW_TOKENS", "FLUENCY_MAX_NEW_TOKENS", "MIA_SCALE"]
 
 
 def probe_prompt(tokenizer, query: str, level: int, attack_type: str | None = None, *,
@@ -142,7 +148,7 @@ def evaluate_rwku(model, tokenizer, target: str, *, source: str | os.PathLike = 
                   max_samples: int | None = None, utility_max_samples: int | None = None,
                   batch_size: int = 16, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                   system_prompt: str | None = None, utility: Sequence[str] = RWKU_UTILITY,
-                  fluency_max_new_tokens: int = 128, bbh_max_new_tokens: int = 128,
+                  fluency_max_new_tokens: int = FLUENCY_MAX_NEW_TOKENS, bbh_max_new_tokens: int = BBH_MAX_NEW_TOKENS,
                   progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate ``model`` on one RWKU target; return ``(metrics, per-sample rows)``.
 
@@ -151,8 +157,9 @@ def evaluate_rwku(model, tokenizer, target: str, *, source: str | os.PathLike = 
     ``utility_max_samples`` every utility split (default: ``max_samples``). ``utility`` picks the
     utility sets among :data:`RWKU_UTILITY` (MMLU is the ``Gen`` column of ULMR Table 4).
     Generation is greedy and batched: ``max_new_tokens`` for probes and TriviaQA (RWKU: 30),
-    ``bbh_max_new_tokens`` for BBH chain-of-thought (RWKU: 256) and ``fluency_max_new_tokens``
-    for fluency (RWKU: 256) — shorter defaults keep a CPU run within minutes.
+    ``bbh_max_new_tokens`` for BBH chain-of-thought and ``fluency_max_new_tokens`` for fluency
+    (both 256 by default, as RWKU's code sets them; BBH rows stop at RWKU's answer pattern).
+    ``mia_fm`` / ``mia_rm`` are stored as the mean loss itself; tables show them ×100.
     """
     bad = [u for u in utility if u not in RWKU_UTILITY]
     if bad:
@@ -306,18 +313,20 @@ def _num(v, scale: float = 100.0) -> str:
 
 
 def rwku_report(metrics: dict[str, Any], *, model: str = "", title: str = "RWKU evaluation") -> str:
-    """Markdown report in ULMR Table 4's layout (ROUGE / accuracies ×100, MIA losses and fluency as is)."""
+    """Markdown report in ULMR Table 4's layout (ROUGE / accuracies ×100, MIA losses ×100 as ULMR prints
+    them, fluency as is)."""
     from .common import markdown_table
 
     cols = [(g, c, k) for g, cs in TABLE4_COLUMNS for c, k in cs if k in metrics]
     head = "| Model | " + " | ".join(f"{g.split()[0]} {c}" for g, c, _ in cols) + " |"
     sep = "| --- |" + " --- |" * len(cols)
     row = f"| {model or 'model'} | " + " | ".join(
-        _num(metrics.get(k), 1.0 if k.startswith("mia_") or k == "utility_flu" else 100.0) for _, _, k in cols) + " |"
+        _num(metrics.get(k), MIA_SCALE if k.startswith("mia_") else 1.0 if k == "utility_flu" else 100.0)
+        for _, _, k in cols) + " |"
     lines = [f"# {title}", "", f"- model: `{model}`", f"- target: {metrics.get('target')}", "",
              "## ULMR Table 4 columns", "",
              "Forget / neighbor: ROUGE-L recall ×100 (forget lower = better, neighbor higher = better); "
-             "MIA: mean per-text token NLL (FM higher than RM after forgetting); Gen: 5-shot MMLU accuracy ×100; "
+             "MIA: mean per-text token NLL ×100 (FM higher than RM after forgetting); Gen: 5-shot MMLU accuracy ×100; "
              "Rea: BBH EM ×100; Tru: TruthfulQA MC1 ×100; Fac: TriviaQA F1 ×100; Flu: 2/3-gram entropy.", "",
              head, sep, row, "", "## All metrics", "",
              markdown_table([{"metric": k, "value": v} for k, v in metrics.items()

@@ -17,7 +17,7 @@ DEFAULT_SOURCE = "jinzhuoran/RWKU"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``obliviate eval rwku``."""
-    from .rwku import DEFAULT_MAX_NEW_TOKENS, RWKU_UTILITY
+    from .rwku import BBH_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS, FLUENCY_MAX_NEW_TOKENS, RWKU_UTILITY
 
     add_model_arguments(p)
     p.add_argument("--target", required=True, metavar="NAME",
@@ -30,10 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_batch_arguments(p, batch_size=32, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--utility-max-samples", type=positive_int, default=None,
                    help="cap on every utility split (default: --max-samples)")
-    p.add_argument("--bbh-max-new-tokens", type=positive_int, default=128,
-                   help="generation length for BBH chain of thought (RWKU: 256; default 128)")
-    p.add_argument("--fluency-max-new-tokens", type=positive_int, default=128,
-                   help="generation length for the fluency answers (RWKU: 256; default 128)")
+    p.add_argument("--bbh-max-new-tokens", type=positive_int, default=BBH_MAX_NEW_TOKENS,
+                   help=f"generation length for BBH chain of thought (default {BBH_MAX_NEW_TOKENS}, as RWKU's code)")
+    p.add_argument("--fluency-max-new-tokens", type=positive_int, default=FLUENCY_MAX_NEW_TOKENS,
+                   help=f"generation length for the fluency answers (default {FLUENCY_MAX_NEW_TOKENS}, as RWKU's code)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

@@ -15,8 +15,10 @@ world_facts    ``world_facts_perturbed``   mean choice prob.           ``mean(ma
 * **P**: forget / retain: the length-normalised probability of the reference answer; real
   authors / world facts: ``P̄(a)/(P̄(a) + Σ P̄(wrong options))`` (:func:`~.metrics.choice_prob`).
 * **R** (truth ratio per question): geometric mean of the perturbed answers' normalised
-  probabilities over the paraphrased answer's (TOFU's code; see :func:`~.metrics.truth_ratio`).
-  Real authors / world facts have no paraphrase: the answer itself is the base, as in TOFU.
+  probabilities over the base answer's (TOFU's code; see :func:`~.metrics.truth_ratio`). The
+  base (:func:`truth_ratio_base`) is the paraphrased answer on forget / retain and the answer
+  itself on real authors / world facts, even when a row carries a paraphrase — as TOFU and
+  locuslab/open-unlearning do (``ra_Truth_Ratio``: ``ra_Q_A_Prob`` over ``answer``).
 * **forget_quality**: KS-test p-value between this model's forget-set truth ratios and a retain
   model's (:func:`~.metrics.forget_quality`); needs ``retain_result``.
 * **model_utility**: harmonic mean of the nine retain / real-authors / world-facts numbers.
@@ -52,10 +54,14 @@ TABLE3_COLUMNS = [
     ("World Facts", [("R", "world_facts_rouge"), ("P", "world_facts_prob"), ("TR", "world_facts_truth_ratio")]),
 ]
 UTILITY_KEYS = [k for group, cols in TABLE3_COLUMNS[1:] for _, k in cols]
-DEFAULT_MAX_NEW_TOKENS = 64
+#: greedy answer budget: 200 new tokens, as locuslab/open-unlearning's ``configs/generation/default.yaml``
+#: (TOFU's longest answers are about 85 tokens, so a shorter budget cuts some and lowers ROUGE-L recall)
+DEFAULT_MAX_NEW_TOKENS = 200
+#: sets whose truth-ratio base is the paraphrased answer (the others use the answer itself)
+PARAPHRASE_BASE_SETS = ("forget", "retain")
 
-__all__ = ["evaluate_tofu", "forget_truth_ratios", "load_retain_truth_ratios", "tofu_report", "TOFU_SETS",
-           "TABLE3_COLUMNS", "UTILITY_KEYS"]
+__all__ = ["evaluate_tofu", "forget_truth_ratios", "load_retain_truth_ratios", "tofu_report", "truth_ratio_base",
+           "TOFU_SETS", "TABLE3_COLUMNS", "UTILITY_KEYS", "DEFAULT_MAX_NEW_TOKENS"]
 
 
 def _load_sets(forget_split: str, source, sets: Sequence[str], max_samples: int | None) -> dict[str, list[QARecord]]:
@@ -117,8 +123,21 @@ def forget_truth_ratios(model, tokenizer, *, forget_split: str = "forget01", sou
     return [_truth_ratio(scores, r) for r in sets["forget"]]
 
 
-def _truth_ratio(scores, r: QARecord) -> float:
-    base = r.paraphrased_answer or r.answer
+def truth_ratio_base(record: QARecord, set_name: str) -> str:
+    """The answer whose probability is the truth ratio's denominator for one TOFU item.
+
+    Forget / retain: the paraphrased answer ``ã`` (TOFU; open-unlearning's ``*_Q_A_PARA_Prob``),
+    falling back to the answer when a row has none. Real authors / world facts: always the answer
+    itself (open-unlearning's ``ra_Q_A_Prob`` / ``wf_Q_A_Prob`` read ``answer``), even if the row
+    carries a ``paraphrased_answer``.
+    """
+    if set_name in PARAPHRASE_BASE_SETS:
+        return record.paraphrased_answer or record.answer
+    return record.answer
+
+
+def _truth_ratio(scores, r: QARecord, set_name: str = "forget") -> float:
+    base = truth_ratio_base(r, set_name)
     return M.truth_ratio([_norm_prob(scores, r.question, p) for p in r.perturbed_answers],
                          _norm_prob(scores, r.question, base))
 
@@ -215,7 +234,7 @@ def evaluate_tofu(model, tokenizer, *, forget_split: str = "forget01", source: s
         for r in recs:
             p_ans = _norm_prob(scores, r.question, r.answer)
             p_pert = [_norm_prob(scores, r.question, a) for a in r.perturbed_answers]
-            base = r.paraphrased_answer or r.answer
+            base = truth_ratio_base(r, s)
             p_base = _norm_prob(scores, r.question, base)
             tr = M.truth_ratio(p_pert, p_base)
             rl = M.rouge_l_recall(gen[r.question], r.answer)

@@ -7,7 +7,7 @@
 * :func:`make_generator` / :class:`GeneratorConfig` - build one from a config or a short string.
 """
 
-from .base import GenerationParams, Generator, as_messages
+from .base import GenerationError, GenerationParams, Generator, as_messages
 from .cache import CachedGenerator, GenerationCache, cache_key
 from .factory import GeneratorConfig, make_generator, parse_generator_spec
 from .openai_backend import APIError, OpenAIChatGenerator
@@ -15,7 +15,7 @@ from .transformers_backend import TransformersGenerator
 from .vllm_backend import VLLMGenerator, vllm_unavailable_reason
 
 __all__ = [
-    "APIError", "CachedGenerator", "GenerationCache", "GenerationParams", "Generator", "GeneratorConfig",
+    "APIError", "CachedGenerator", "GenerationCache", "GenerationError", "GenerationParams", "Generator", "GeneratorConfig",
     "OpenAIChatGenerator", "TransformersGenerator", "VLLMGenerator", "as_messages", "cache_key",
     "make_generator", "parse_generator_spec", "vllm_unavailable_reason",
 ]

@@ -10,6 +10,15 @@ Messages = list[dict]
 Prompt = Union[str, Messages]
 
 
+class GenerationError(RuntimeError):
+    """A generation backend failed for good: the endpoint refused the connection, answered an HTTP error
+    after the retries, sent a reply that is not a chat completion, or ran past its deadline.
+
+    The message names the endpoint (credentials redacted) and what to do; ``obliviate``'s command
+    line prints it as one line and exits 2.
+    """
+
+
 def as_messages(prompt: Prompt, system: str | None = None) -> Messages:
     """A plain string becomes one user turn; a message list is used as is (system prepended if given)."""
     if isinstance(prompt, str):
@@ -61,7 +70,7 @@ class Generator(abc.ABC):
             return []
         out = self._generate(msgs, params)
         if len(out) != len(msgs):
-            raise RuntimeError(f"{self.name} returned {len(out)} completions for {len(msgs)} prompts")
+            raise GenerationError(f"{self.name} returned {len(out)} completions for {len(msgs)} prompts")
         return out
 
     @abc.abstractmethod

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from .base import GenerationParams, Generator, Messages
+from .base import GenerationError, GenerationParams, Generator, Messages
 
 DB_NAME = "generations.sqlite"
 _SCHEMA = """
@@ -83,7 +83,8 @@ class GenerationCache:
             self._conn.execute(_SCHEMA)
         except sqlite3.DatabaseError as e:
             self._conn.close()
-            raise RuntimeError(f"generation cache {self.path} is not a usable SQLite database: {e}") from e
+            raise GenerationError(f"generation cache {self.path} is not a usable SQLite database ({e}); move it "
+                                  "away or delete it to start a fresh cache") from e
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """The cached completions for those of ``keys`` that are present."""
@@ -168,7 +169,7 @@ class CachedGenerator(Generator):
             chunk = prompts[s:s + self.chunk_size]
             texts = self.inner._generate(chunk, params)
             if len(texts) != len(chunk):
-                raise RuntimeError(f"{self.inner.name} returned {len(texts)} completions for {len(chunk)} prompts")
+                raise GenerationError(f"{self.inner.name} returned {len(texts)} completions for {len(chunk)} prompts")
             yield from ((s + j, t) for j, t in enumerate(texts))
 
     def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
@@ -194,6 +195,6 @@ class CachedGenerator(Generator):
                     out[r] = text
         missing = [i for i, o in enumerate(out) if o is None]
         if missing:
-            raise RuntimeError(f"{self.inner.name} produced no completion for prompt(s) {missing[:10]}")
+            raise GenerationError(f"{self.inner.name} produced no completion for prompt(s) {missing[:10]}")
         self.hits += len(prompts) - generated  # greedy duplicates of a miss count as hits
         return out  # type: ignore[return-value]

@@ -9,10 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError, from_dict
+from ..io import redact_text
 from .base import Generator
 
-BACKENDS = ("transformers", "openai", "vllm")
-STRING_FORMS = ("self", "transformers:<model spec>", "openai:<base_url>#<model>", "vllm:<model>")
+BACKENDS = ("transformers", "openai", "vllm", "templates")
+STRING_FORMS = ("self", "transformers:<model spec>", "openai:<base_url>#<model>", "vllm:<model>",
+                "templates[:seed=N,bank=FILE,entities=FILE]")
+#: ``engine_kwargs`` the ``templates`` stand-in accepts (see templates_backend.TemplatesGenerator)
+TEMPLATES_OPTIONS = ("seed", "bank", "entities")
 
 
 @dataclass
@@ -22,19 +26,23 @@ class GeneratorConfig:
     * ``backend``: ``transformers`` (local, batched; ``model`` is any spec ``load_model`` takes,
       or ``self``/unset for the model handed to :func:`make_generator`), ``openai`` (any
       OpenAI-compatible server at ``base_url``; ``model`` is the served model name), or
-      ``vllm`` (in-process vLLM on a GPU).
+      ``vllm`` (in-process vLLM on a GPU), or ``templates`` (the offline stand-in for the papers'
+      data generators, not a model; ``engine_kwargs`` ``seed``/``bank``/``entities``).
     * ``api_key_env``: the *name* of the environment variable holding the API key (never the key).
     * ``cache``: wrap the generator in the on-disk cache when a cache folder is given.
     """
 
-    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    backend: Literal["transformers", "openai", "vllm", "templates"] = "transformers"
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     batch_size: int = 16
     concurrency: int = 4
-    timeout: float = 60.0
-    max_retries: int = 5
+    timeout: float = 60.0           #: openai: seconds any wait on the socket of one attempt may take
+    max_retries: int = 5            #: openai: retries of a request (connection errors, timeouts, 429, 5xx)
+    backoff: float = 1.0            #: openai: first wait between attempts, doubled each retry
+    max_backoff: float = 60.0       #: openai: cap of one wait (a server's Retry-After included)
+    deadline: float | None = 180.0  #: openai: seconds one request may take over all its attempts (None: none)
     cache: bool = True
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -45,19 +53,43 @@ class GeneratorConfig:
         for name in ("batch_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"generator.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.timeout <= 0:
+        import math
+
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"generator.timeout: must be > 0 seconds, got {self.timeout}")
         if self.max_retries < 0:
             raise ConfigError(f"generator.max_retries: must be >= 0, got {self.max_retries}")
+        for name in ("backoff", "max_backoff"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"generator.{name}: must be >= 0 seconds, got {v}")
+        if self.deadline is not None and not (math.isfinite(self.deadline) and self.deadline > 0):
+            raise ConfigError(f"generator.deadline: must be > 0 seconds (or null for none), got {self.deadline}")
         if self.backend == "openai":
             if not self.base_url:
                 raise ConfigError("generator.base_url: required for backend 'openai' "
                                   "(e.g. http://127.0.0.1:8000/v1)")
-            u = urllib.parse.urlparse(self.base_url)
-            if u.scheme not in ("http", "https") or not u.netloc:
-                raise ConfigError(f"generator.base_url: {self.base_url!r} is not an http:// or https:// URL")
+            from ..io import redact_url
+
+            u = urllib.parse.urlsplit(self.base_url)
+            try:
+                u.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ConfigError(f"generator.base_url: {redact_url(self.base_url)!r} has an invalid port") from None
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ConfigError(f"generator.base_url: {redact_url(self.base_url)!r} is not an http:// or "
+                                  "https:// URL")
             if not self.model:
                 raise ConfigError("generator.model: required for backend 'openai' (the served model's name)")
+        if self.backend == "templates":
+            bad = sorted(set(self.engine_kwargs) - set(TEMPLATES_OPTIONS))
+            if bad:
+                raise ConfigError(f"generator.engine_kwargs: {bad} not accepted by backend 'templates' "
+                                  f"(allowed: {list(TEMPLATES_OPTIONS)})")
+            try:
+                int(self.engine_kwargs.get("seed", 0))
+            except (TypeError, ValueError):
+                raise ConfigError(f"generator.engine_kwargs.seed: {self.engine_kwargs['seed']!r} is not an integer")
         if self.backend == "vllm" and not self.model:
             raise ConfigError("generator.model: required for backend 'vllm' (a hub id or local folder)")
         if self.api_key_env and not self.api_key_env.replace("_", "").isalnum():
@@ -96,17 +128,29 @@ def weights_fingerprint(path: str | Path, samples: int = 16, sample_bytes: int =
 
 
 def parse_generator_spec(spec: str) -> GeneratorConfig:
-    """Parse the short string forms ``self``, ``transformers:<model>``, ``openai:<base_url>#<model>``, ``vllm:<model>``."""
+    """Parse the short string forms ``self``, ``transformers:<model>``, ``openai:<base_url>#<model>``, ``vllm:<model>``,
+    ``templates`` / ``templates:seed=N,bank=FILE,entities=FILE`` (options go to ``engine_kwargs``)."""
     s = spec.strip()
     if s == "self":
         return GeneratorConfig(backend="transformers", model=None)
     backend, sep, rest = s.partition(":")
+    if backend == "templates":
+        opts: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            if not eq or not value:
+                raise ConfigError(f"generator: {spec!r}: {part!r} is not KEY=VALUE "
+                                  f"(templates:seed=N,bank=FILE,entities=FILE)")
+            opts[key.strip()] = int(value) if key.strip() == "seed" and value.strip().lstrip("-").isdigit() else value
+        cfg = GeneratorConfig(backend="templates", engine_kwargs=opts)
+        cfg.validate()
+        return cfg
     if not sep or backend not in BACKENDS:
-        raise ConfigError(f"generator: {spec!r} is not one of the forms {list(STRING_FORMS)}")
+        raise ConfigError(f"generator: {redact_text(spec)!r} is not one of the forms {list(STRING_FORMS)}")
     if backend == "openai":
         url, sep, model = rest.rpartition("#")
         if not sep or not url or not model:
-            raise ConfigError(f"generator: {spec!r} must look like openai:<base_url>#<model>, "
+            raise ConfigError(f"generator: {redact_text(spec)!r} must look like openai:<base_url>#<model>, "
                               "e.g. openai:http://127.0.0.1:8000/v1#my-model")
         cfg = GeneratorConfig(backend="openai", base_url=url, model=model)
     else:
@@ -115,6 +159,20 @@ def parse_generator_spec(spec: str) -> GeneratorConfig:
         cfg = GeneratorConfig(backend=backend, model=rest)
     cfg.validate()
     return cfg
+
+
+def as_generator_config(spec: dict | str | GeneratorConfig) -> GeneratorConfig:
+    """The validated :class:`GeneratorConfig` for a string form, a mapping of its fields, or a config (copied)."""
+    if isinstance(spec, str):
+        return parse_generator_spec(spec)
+    if isinstance(spec, dict):
+        return from_dict(GeneratorConfig, spec, prefix="generator.")
+    if isinstance(spec, GeneratorConfig):
+        cfg = dataclasses.replace(spec, engine_kwargs=dict(spec.engine_kwargs))
+        cfg.validate()
+        return cfg
+    raise ConfigError(f"generator: expected a mapping or a string like {list(STRING_FORMS)}, "
+                      f"got {type(spec).__name__}")
 
 
 def make_generator(spec: dict | str | GeneratorConfig, *, model=None, tokenizer=None,
@@ -126,16 +184,7 @@ def make_generator(spec: dict | str | GeneratorConfig, *, model=None, tokenizer=
     ``model``/``tokenizer`` are used for the ``self`` form (the transformers backend with no model
     named). With ``cache_dir`` and ``cache`` true, the result is a :class:`CachedGenerator`.
     """
-    if isinstance(spec, str):
-        cfg = parse_generator_spec(spec)
-    elif isinstance(spec, dict):
-        cfg = from_dict(GeneratorConfig, spec, prefix="generator.")
-    elif isinstance(spec, GeneratorConfig):
-        cfg = dataclasses.replace(spec)
-        cfg.validate()
-    else:
-        raise ConfigError(f"generator: expected a mapping or a string like {list(STRING_FORMS)}, "
-                          f"got {type(spec).__name__}")
+    cfg = as_generator_config(spec)
 
     gen: Generator
     if cfg.backend == "transformers":
@@ -155,11 +204,17 @@ def make_generator(spec: dict | str | GeneratorConfig, *, model=None, tokenizer=
             fp = weights_fingerprint(Path(*[x for x in resolve_model_path(cfg.model) if x]))
             model_id = f"{cfg.model}@{fp}" if fp else cfg.model
             gen = TransformersGenerator(m, t, batch_size=cfg.batch_size, progress=progress, model_id=model_id)
+    elif cfg.backend == "templates":
+        from .templates_backend import TemplatesGenerator
+
+        kw = cfg.engine_kwargs
+        gen = TemplatesGenerator(seed=int(kw.get("seed", 0)), bank=kw.get("bank"), entities=kw.get("entities"))
     elif cfg.backend == "openai":
         from .openai_backend import OpenAIChatGenerator
 
         gen = OpenAIChatGenerator(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                                  max_retries=cfg.max_retries, concurrency=cfg.concurrency, progress=progress)
+                                  max_retries=cfg.max_retries, backoff=cfg.backoff, max_backoff=cfg.max_backoff,
+                                  deadline=cfg.deadline, concurrency=cfg.concurrency, progress=progress)
     else:
         from .vllm_backend import VLLMGenerator
 
@@ -170,3 +225,70 @@ def make_generator(spec: dict | str | GeneratorConfig, *, model=None, tokenizer=
 
         gen = CachedGenerator(gen, cache_dir)
     return gen
+
+
+#: GeneratorConfig fields that change what is generated (the rest: how requests are made)
+IDENTITY_FIELDS = {"transformers": ("backend", "model", "batch_size"), "openai": ("backend", "base_url", "model"),
+                   "vllm": ("backend", "model", "engine_kwargs"), "templates": ("backend", "engine_kwargs")}
+
+
+def generator_identity(spec: dict | str | GeneratorConfig, default_model: str | None = None) -> dict:
+    """The fields of a generator that determine its outputs (backend, model, base_url with credentials
+    redacted, batch size / engine options where they matter), for a run stage's fingerprint; timeouts,
+    retries, concurrency and the API key's variable are left out. ``default_model`` names the model
+    for the ``self`` form."""
+    from ..io import redact
+
+    cfg = as_generator_config(spec)
+    if cfg.backend == "transformers" and cfg.model in (None, "", "self"):
+        cfg.model = default_model or "self"
+    return redact({f: getattr(cfg, f) for f in IDENTITY_FIELDS.get(cfg.backend, ("backend", "model"))})
+
+
+#: ``--request-*`` option → GeneratorConfig field (see :func:`add_request_arguments`)
+REQUEST_OPTIONS = {"request_timeout": "timeout", "request_retries": "max_retries", "request_backoff": "backoff",
+                   "request_deadline": "deadline", "concurrency": "concurrency"}
+
+
+def add_request_arguments(parser) -> None:
+    """Add the OpenAI-compatible backend's request options to an argparse parser or group:
+    ``--request-timeout``, ``--request-retries``, ``--request-backoff``, ``--request-deadline``,
+    ``--concurrency`` (all default to :class:`GeneratorConfig`'s values)."""
+    d = GeneratorConfig()
+    parser.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                        help=f"openai generator: seconds one wait on the server may take (default {d.timeout:g})")
+    parser.add_argument("--request-retries", type=int, default=None, metavar="N",
+                        help="openai generator: retries of a failed request (connection error, timeout, 429, 5xx; "
+                             f"default {d.max_retries})")
+    parser.add_argument("--request-backoff", type=float, default=None, metavar="SECONDS",
+                        help=f"openai generator: first wait between attempts, doubled each retry (default {d.backoff:g})")
+    parser.add_argument("--request-deadline", type=float, default=None, metavar="SECONDS",
+                        help="openai generator: seconds one request may take over all its attempts and waits "
+                             f"(default {d.deadline:g}; 0 for no deadline)")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help=f"openai generator: requests in flight at once (default {d.concurrency})")
+
+
+def apply_request_arguments(cfg: GeneratorConfig, args) -> GeneratorConfig:
+    """Copy the ``--request-*`` / ``--concurrency`` options given on the command line into ``cfg`` (validated).
+
+    Raises :class:`ConfigError` when one is given for a backend other than ``openai``.
+    """
+    given = {opt: getattr(args, opt) for opt in REQUEST_OPTIONS if getattr(args, opt, None) is not None}
+    if not given:
+        return cfg
+    if cfg.backend != "openai":
+        flags = ", ".join("--" + o.replace("_", "-") for o in given)
+        raise ConfigError(f"{flags}: only for an openai:<base_url>#<model> generator, not backend {cfg.backend!r}")
+    for opt, value in given.items():
+        if opt == "request_deadline" and value == 0:
+            value = None
+        setattr(cfg, REQUEST_OPTIONS[opt], value)
+    try:
+        cfg.validate()
+    except ConfigError as e:  # name the option the user typed
+        msg = str(e)
+        for opt, fld in REQUEST_OPTIONS.items():
+            msg = msg.replace(f"generator.{fld}:", f"--{opt.replace('_', '-')}:")
+        raise ConfigError(msg) from None
+    return cfg

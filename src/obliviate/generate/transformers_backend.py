@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from ..data.formatting import length_grouped_batches
+from ..data.formatting import length_grouped_batches, render_chat
 from .base import GenerationParams, Generator, Messages
 
 
@@ -43,7 +43,7 @@ class TransformersGenerator(Generator):
     def _iter_generate(self, prompts: list[Messages], params: GenerationParams) -> Iterator[tuple[int, str]]:
         """Yield ``(index, completion)`` batch by batch (length-grouped order, not input order)."""
         tok = self.tokenizer
-        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+        texts = [render_chat(tok, m) for m in prompts]  # a system message fits templates without a system role
         encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         batches = length_grouped_batches([len(e) for e in encoded], self.batch_size, shuffle=False)
         was_training = self.model.training

@@ -2,7 +2,10 @@
 
 All terms here are response-only: the batch ``labels`` already hold ``IGNORE_INDEX`` on the
 prompt (see :func:`obliviate.data.formatting.encode_example`), so every sum runs over the
-response tokens y_t of each exchange (x, y).
+response tokens y_t of each exchange (x, y). A plain-text record (RWKU's forget corpus,
+:func:`obliviate.data.records.text_record`) is labelled on every token
+(:func:`obliviate.data.formatting.encode_text`), so the same terms give the language-modelling
+loss over the whole text: GA = +(1/N) Σ_t log p(w_t | w_<t), NPO on log π(w) = Σ_t log p(w_t | w_<t).
 
 The helpers :func:`stream_logits`, :func:`token_nll` and :func:`sequence_logprobs` are shared by
 the retain and preference terms. ``stream_logits`` memoises the model's forward per stream for

@@ -69,8 +69,8 @@ class DPO(_SequenceTerm):
 
     L_DPO(θ) = −E log σ( β [ (log π_θ(y_w|x) − log π_ref(y_w|x)) − (log π_θ(y_l|x) − log π_ref(y_l|x)) ] ),
 
-    with y_w the preferred response (a refusal / "I don't know" / a generated negative answer,
-    stream ``forget_pref``) and y_l the dispreferred original answer (stream ``forget``), paired
+    with y_w the preferred response (a refusal / "I don't know" / a generated negative answer /
+    one of TOFU's perturbed, wrong answers — ``TrainConfig.preferred`` — stream ``forget_pref``) and y_l the dispreferred original answer (stream ``forget``), paired
     row by row; β = 0.1 by default.
     """
 

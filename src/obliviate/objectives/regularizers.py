@@ -8,37 +8,58 @@ and ``__call__(model)`` returns the unweighted scalar penalty; the trainer adds
 Registered names (see :data:`REGULARIZERS` and :func:`make_regularizer`): ``"swd"``,
 ``"euclidean"``, ``"fisher"``.
 
-Sliced Wasserstein reduction
-----------------------------
-For one weight matrix W ∈ R^{n×d} (rows are n samples in R^d), K unit directions
-U = [u_1 … u_K] ∈ R^{d×K} and p ≥ 1, let ``D = |sort(W U) − sort(W_init U)|^p`` (sorted along
-the n rows, independently per direction). Then
+Sliced Wasserstein: what SNAP's reference code computes
+--------------------------------------------------------
+SNAP's public code (brightjade/Opt-Out, ``model.py`` ``sliced_wasserstein_distance`` called from
+``trainer.py``) adds, for **every** parameter tensor W ∈ R^{n×d} (rows are n samples in R^d; a
+1-D tensor w ∈ R^d is *one* sample, ``w.unsqueeze(0)``), with K = 100 unit directions
+U = [u_1 … u_K] ∈ R^{d×K} drawn afresh at every call and p = 2,
 
-* ``reduction="mean"`` gives ``(1/K) Σ_k (1/n) Σ_i D_ik = (1/K) Σ_k W_p^p(u_k#θ, u_k#θ_init)``,
-  and with ``root=True`` its p-th root: exactly POT's ``ot.sliced_wasserstein_distance``
-  (and SNAP Eq. 5's Monte-Carlo estimate of SW_p);
-* ``reduction="sum"`` gives ``Σ_k Σ_i D_ik`` (no 1/n, no 1/K) — what SNAP's public reference
-  code computes, with ``root=False``.
+    SW(W, W_init) = (1/K) Σ_k Σ_i |sort(W U)_ik − sort(W_init U)_ik|^p
 
-The penalty is the **sum over the selected tensors** of these per-tensor values.
+(sorted along the n rows, independently per direction): a **sum over the rows**, a **mean over
+the directions**, no 1/n and no p-th root. The penalty is the sum of these values over the
+tensors, and the loss is L_f + L_r + λ·penalty (SNAP Eq. 6, λ = 0.1). This is the default here
+(``reduction="sum_rows", root=False, vectors="sample", mode="fresh"``), so the paper's λ keeps
+the strength the authors tuned. For a 1-D tensor (n = 1) the sort is trivial and the value is
+(1/K) Σ_k (u_k·(w − w_init))^p.
 
-Default: ``reduction="sum", root=False``. It reproduces the reference implementation, so the
-paper's λ = 0.1 (Appendix A) keeps the strength the authors tuned; the root is off by default
-also because d(x^{1/p})/dx is infinite at x = 0, i.e. at the very first step where θ = θ_init
-(the rooted variant adds a tiny epsilon inside the root to stay finite). Choose
-``reduction="mean"`` to make λ independent of matrix sizes and K.
+Other reductions are explicit opt-ins, with D_ik = |sort(W U) − sort(W_init U)|^p_ik:
+
+* ``reduction="mean"``: (1/K) Σ_k (1/n) Σ_i D_ik = (1/K) Σ_k W_p^p(u_k#θ, u_k#θ_init), i.e.
+  ``sum_rows`` / n; with ``root=True`` its p-th root, exactly POT's
+  ``ot.sliced_wasserstein_distance`` (SNAP Eq. 5's Monte-Carlo SW_p). λ is then independent of
+  the number of rows.
+* ``reduction="sum_all"``: Σ_k Σ_i D_ik = K × ``sum_rows`` (obliviate's default before the fix,
+  100× the reference at K = 100; kept only to reproduce old runs).
+
+``root=True`` takes the p-th root (with a 1e-12 inside it: d(x^{1/p})/dx is infinite at x = 0,
+i.e. at the first step where θ = θ_init).
+
+Known differences from the reference code: obliviate computes in float32 against the exact
+θ_init (the reference keeps θ_init as a bfloat16 copy and projects in bfloat16), draws
+directions from a per-(seed, call, tensor) generator (reproducible) instead of torch's global
+RNG, skips frozen tensors (their distance is 0 in full fine-tuning anyway) and, with LoRA,
+regularizes the effective weights W_0 + ΔW by default.
+
+Baselines (SNAP §4.3; the reference code has neither): ``euclidean`` is ‖θ − θ_init‖₂ (Chen et
+al. 2020's distance to the initial weights, unsquared per SNAP footnote 3); ``fisher`` is EWC's
+Σ_i F_i (θ_i − θ_init,i)² with the diagonal empirical Fisher F_i = (1/N) Σ_n (∂ℓ_n/∂θ_i)² over the
+N retain examples (per-example gradients, :func:`per_example_squared_grads`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.formatting import IGNORE_INDEX
 from .base import Regularizer
 
 log = logging.getLogger(__name__)
@@ -79,16 +100,32 @@ def sorted_projections(x: torch.Tensor, directions: torch.Tensor) -> torch.Tenso
     return sort_last(directions.T @ x.T)
 
 
+#: reductions of the (K, n) matrix D of |sorted-projection differences|^p (see the module docstring)
+SWD_REDUCTIONS = ("sum_rows", "mean", "sum_all")
+
+
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor | None = None, directions: torch.Tensor | None = None, *,
                        y_sorted: torch.Tensor | None = None, p: float = 2.0,
-                       reduction: Literal["mean", "sum"] = "mean", root: bool = True) -> torch.Tensor:
-    """Sliced Wasserstein distance between the row clouds of ``x`` and ``y`` (SNAP Eq. 5).
+                       reduction: Literal["sum_rows", "mean", "sum_all"] = "sum_rows",
+                       root: bool = False) -> torch.Tensor:
+    """Sliced Wasserstein discrepancy between the row clouds of ``x`` and ``y`` (n, d) along ``directions`` (d, K).
 
-    With ``reduction="mean", root=True`` this is ``((1/K) Σ_k W_p^p(u_k#x, u_k#y))^{1/p}``, equal to
-    ``ot.sliced_wasserstein_distance(x, y, projections=directions, p=p)`` for equal-size clouds
-    with uniform weights. ``y_sorted`` (the already sorted projections of ``y``) replaces ``y``.
-    Differentiable in ``x`` (torch.sort propagates gradients through the permutation).
+    With D_ik = |sort(x U)_ik − sort(y U)_ik|^p (sorted over the n rows per direction k):
+
+    * ``reduction="sum_rows"`` (default): (1/K) Σ_k Σ_i D_ik — SNAP's reference code
+      (``sliced_wasserstein_distance`` in brightjade/Opt-Out), used with ``root=False``;
+    * ``reduction="mean"``: (1/K) Σ_k (1/n) Σ_i D_ik; with ``root=True`` it equals
+      ``ot.sliced_wasserstein_distance(x, y, projections=directions, p=p)`` (SNAP Eq. 5's estimate);
+    * ``reduction="sum_all"``: Σ_k Σ_i D_ik (K × ``sum_rows``).
+
+    ``root=True`` returns (value + 1e-12)^{1/p}. ``y_sorted`` (the already sorted (K, n)
+    projections of ``y``) replaces ``y``. Differentiable in ``x`` (the sort's gradient flows
+    through the permutation).
     """
+    if reduction not in SWD_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(SWD_REDUCTIONS)}, got {reduction!r}"
+                         + (" ('sum' was removed: it summed over the directions too, K× SNAP's reference; "
+                            "'sum_rows' is the reference, 'sum_all' the old value)" if reduction == "sum" else ""))
     if directions is None:
         raise ValueError("sliced_wasserstein: directions (d, K) are required")
     if x.dim() != 2:
@@ -105,13 +142,13 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor | None = None, direction
     if y_sorted.shape != xs.shape:
         raise ValueError(f"sliced_wasserstein: y_sorted has shape {tuple(y_sorted.shape)}, expected {tuple(xs.shape)}")
     diff = (xs - y_sorted).abs()
-    d = diff.square() if p == 2 else diff.pow(p)
-    if reduction == "mean":
+    d = diff.square() if p == 2 else diff.pow(p)   # (K, n)
+    if reduction == "sum_rows":
+        val = d.sum() / d.shape[0]
+    elif reduction == "mean":
         val = d.mean()
-    elif reduction == "sum":
-        val = d.sum()
     else:
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        val = d.sum()
     if root:
         val = (val + _ROOT_EPS).pow(1.0 / p) if p != 2 else (val + _ROOT_EPS).sqrt()
     return val
@@ -153,28 +190,41 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 
 def _as_rows(t: torch.Tensor) -> torch.Tensor:
-    """View a parameter as a row cloud: 2-D as is, 1-D as n samples in R^1, N-D as (shape[0], rest)."""
+    """View a parameter as a row cloud: 2-D as is, 1-D w ∈ R^d as ONE sample (1, d) (SNAP's
+    ``unsqueeze(0)``), N-D as (shape[0], rest)."""
     if t.dim() == 1:
-        return t.unsqueeze(1)
+        return t.unsqueeze(0)
     if t.dim() == 2:
         return t
     return t.reshape(t.shape[0], -1)
 
 
 class SlicedWasserstein(Regularizer):
-    """λ·Σ_W SW_p(W, W_init) over weight matrices, rows as samples (SNAP Eq. 5-6).
+    """λ·Σ_W SW(W, W_init) over every trainable parameter tensor, rows as samples (SNAP Eq. 5-6).
+
+    The default is SNAP's reference code exactly: per tensor (1/K) Σ_k Σ_i |sort(W U) −
+    sort(W_init U)|²_ik with K = 100 fresh directions per call, summed over all tensors, 1-D
+    tensors as one sample in R^d (see the module docstring).
 
     Parameters
     ----------
     n_projections: K random unit directions per tensor (SNAP's reference code uses 100).
     p: the order of the Wasserstein distance (2 by default).
-    mode: ``"fresh"`` draws new directions at every call (the paper's Monte-Carlo estimate;
-        keeps a frozen copy of the regularized tensors), ``"fixed"`` uses the same directions at
-        every call, stores only the sorted reference projections sort(W_init U) — a (K, n)
-        matrix instead of the (n, d) weights — and keeps no copy of θ_init. Directions are never
-        stored: they are regenerated from a per-(seed, call, tensor) generator (:meth:`directions`).
-    reduction, root: see the module docstring (default ``"sum"``, no root, as the reference code).
-    include_1d: also regularize 1-D tensors (biases, norms) as n samples in R^1.
+    mode: ``"fresh"`` (default; the paper and the reference) draws new directions at every call
+        — an unbiased Monte-Carlo estimate of the sliced distance over all directions — and keeps
+        a frozen copy of the regularized tensors. ``"fixed"`` (opt-in) uses the same K directions
+        at every call and stores only the sorted reference projections sort(W_init U) — a (K, n)
+        matrix instead of the (n, d) weights — and no copy of θ_init. It penalises only the K
+        one-dimensional marginals u_k#θ: a change of W orthogonal to all K directions (any
+        direction outside their span when d > K, e.g. 576-wide rows with K = 100) costs nothing,
+        so training can drift freely there. Directions are never stored: they are regenerated
+        from a per-(seed, call, tensor) generator (:meth:`directions`).
+    reduction: ``"sum_rows"`` (default, the reference), ``"mean"`` (÷ n rows; with
+        ``root=True`` POT's value) or ``"sum_all"`` (× K; the pre-fix default); see the module
+        docstring. root: take the p-th root (off, as the reference).
+    vectors: how 1-D tensors (norm weights, biases) count: ``"sample"`` (default, the
+        reference) as one sample w ∈ R^d, giving (1/K) Σ_k (u_k·(w − w_init))^p; ``"skip"``
+        leaves them out (obliviate's pre-fix default; 2-D tensors only).
     name_filter: a regular expression; only parameters whose name matches (``re.search``) count.
     seed: seeds the direction generator (``fresh`` mode is reproducible from it too).
     lora: with a peft LoRA model, ``"effective"`` (default) regularizes each adapted layer's
@@ -187,15 +237,20 @@ class SlicedWasserstein(Regularizer):
     name = "swd"
 
     def __init__(self, weight: float = 0.1, *, n_projections: int = 100, p: float = 2.0,
-                 mode: Literal["fresh", "fixed"] = "fresh", reduction: Literal["mean", "sum"] = "sum",
-                 root: bool = False, include_1d: bool = False, name_filter: str | None = None,
+                 mode: Literal["fresh", "fixed"] = "fresh",
+                 reduction: Literal["sum_rows", "mean", "sum_all"] = "sum_rows",
+                 root: bool = False, vectors: Literal["sample", "skip"] = "sample", name_filter: str | None = None,
                  seed: int = 0, lora: Literal["effective", "adapter"] = "effective",
                  compute_dtype: torch.dtype = torch.float32):
         super().__init__(weight)
         if mode not in ("fresh", "fixed"):
             raise ValueError(f"swd: mode must be 'fresh' or 'fixed', got {mode!r}")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"swd: reduction must be 'mean' or 'sum', got {reduction!r}")
+        if reduction not in SWD_REDUCTIONS:
+            raise ValueError(f"swd: reduction must be one of {list(SWD_REDUCTIONS)}, got {reduction!r}"
+                             + (" ('sum' was removed: it summed over the directions too, K× SNAP's reference; "
+                                "'sum_rows' is the reference, 'sum_all' the old value)" if reduction == "sum" else ""))
+        if vectors not in ("sample", "skip"):
+            raise ValueError(f"swd: vectors must be 'sample' or 'skip', got {vectors!r}")
         if lora not in ("effective", "adapter"):
             raise ValueError(f"swd: lora must be 'effective' or 'adapter', got {lora!r}")
         if int(n_projections) < 1:
@@ -204,7 +259,7 @@ class SlicedWasserstein(Regularizer):
             raise ValueError(f"swd: p must be >= 1, got {p}")
         self.n_projections, self.p = int(n_projections), float(p)
         self.mode, self.reduction, self.root = mode, reduction, bool(root)
-        self.include_1d, self.seed, self.lora = bool(include_1d), int(seed), lora
+        self.vectors, self.seed, self.lora = vectors, int(seed), lora
         self.name_filter = re.compile(name_filter) if name_filter else None
         if isinstance(compute_dtype, str):
             dt = getattr(torch, compute_dtype.replace("fp32", "float32").replace("bf16", "bfloat16"), None)
@@ -221,7 +276,7 @@ class SlicedWasserstein(Regularizer):
 
     # -- selection ---------------------------------------------------------------------------
     def _wanted(self, name: str, t: torch.Tensor) -> bool:
-        if t.dim() == 0 or (t.dim() == 1 and not self.include_1d):
+        if t.dim() == 0 or (t.dim() == 1 and self.vectors == "skip"):
             return False
         return self.name_filter is None or bool(self.name_filter.search(name))
 
@@ -261,8 +316,8 @@ class SlicedWasserstein(Regularizer):
         """Pick the tensors and snapshot θ_init: frozen copies (fresh) or sorted projections (fixed)."""
         self._slots = self._collect(model)
         if not self._slots:
-            raise ValueError("swd: no trainable tensor matches the selection (2-D weights"
-                             f"{', 1-D' if self.include_1d else ''}"
+            raise ValueError("swd: no trainable tensor matches the selection ("
+                             f"{'2-D weights' if self.vectors == 'skip' else 'all tensors'}"
                              f"{', name_filter=' + self.name_filter.pattern if self.name_filter else ''})")
         self._init.clear(), self._ref_sorted.clear()
         self._calls = 0
@@ -303,7 +358,7 @@ class SlicedWasserstein(Regularizer):
         return [s.name for s in self._slots]
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        """Σ over the selected tensors of SW (per the configured reduction/root) between θ and θ_init."""
+        """Σ over the selected tensors of SW(W, W_init) (per ``reduction`` / ``root``; default (1/K) Σ_k Σ_i D_ik)."""
         if not self._ready:
             self.setup(model)
         elif id(model) != self._model_id:  # another module object (e.g. a wrapped or reloaded model)
@@ -360,6 +415,11 @@ class EuclideanRegularizer(Regularizer):
     returns ‖θ − θ_init‖₂² instead (the RecAdam-style quadratic penalty). The unsquared norm is
     computed as sqrt(Σ + ε) so that its gradient stays finite at θ = θ_init. With LoRA, the
     trainable tensors are the adapter matrices, compared with their initial values.
+
+    SNAP's public code (brightjade/Opt-Out) has no Euclidean baseline to compare with; the paper
+    only says "the Euclidean distance w.r.t. the initial weights, following Chen et al. (2020)",
+    and the footnote contrasting it with the *squared* L2 norm is why the unsquared norm is the
+    default (Chen et al.'s own RecAdam penalty is the squared one: ``squared=True``).
     """
 
     name = "euclidean"
@@ -404,25 +464,164 @@ def _default_nll(model: nn.Module, batch: dict) -> torch.Tensor:
     return out.loss
 
 
-class FisherRegularizer(Regularizer):
-    """EWC penalty Σ_i F_i (θ_i − θ_init,i)² with a diagonal Fisher F from the retain data.
+def _batch_size(batch: dict) -> int:
+    """Number of examples in a batch: the first dimension of ``input_ids`` (else of its first tensor)."""
+    t = batch.get("input_ids")
+    if not torch.is_tensor(t):
+        t = next((v for v in batch.values() if torch.is_tensor(v) and v.dim() >= 1), None)
+    if t is None:
+        raise ValueError("fisher: a retain batch holds no tensor with a batch dimension")
+    return int(t.shape[0])
 
-    F_i = (1/B) Σ_b (∂ L_b / ∂θ_i)², the mean over ``max_batches`` retain batches of the squared
-    gradient of the batch's mean NLL (the empirical Fisher at θ_init; with batch size 1 it is the
-    per-example estimate). Computed once in :meth:`setup` (Golatkar et al. 2020a style "Fisher
-    forgetting" as used by SNAP's baseline). ``normalize=True`` divides F by its maximum so λ
-    is scale-free. Memory: one F and one θ_init per trainable parameter (2× the trainable
-    weights — SNAP notes this is costly for LLMs).
+
+def _right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of a (B, L) 0/1 mask is 1…1 0…0 (real tokens first, padding after)."""
+    m = mask.bool()
+    return bool((m[:, 1:] <= m[:, :-1]).all())
+
+
+def _split_examples(batch: dict) -> list[dict]:
+    """Cut a batch into batches of one (tensors whose first dimension is B are sliced ``[i:i+1]``).
+
+    With a right-padded ``attention_mask``, each example's trailing padding columns are dropped
+    from every (B, L) tensor: with a causal model they change nothing (no real token attends to
+    them, and their labels are ignored), so the loss is the example's own and costs no padding.
+    Examples with no supervised token (``labels`` all −100) are left out: their loss is 0/0.
+    """
+    b = _batch_size(batch)
+    mask = batch.get("attention_mask")
+    trim = torch.is_tensor(mask) and mask.dim() == 2 and _right_padded(mask)
+    width = mask.shape[1] if trim else None
+    out = []
+    for i in range(b):
+        end = int(mask[i].sum()) if trim else None
+        ex = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == b:
+                v = v[i:i + 1]
+                if trim and v.dim() == 2 and v.shape[1] == width:
+                    v = v[:, :end]
+            ex[k] = v
+        lab = ex.get("labels")
+        if torch.is_tensor(lab) and not bool((lab != IGNORE_INDEX).any()):
+            continue
+        out.append(ex)
+    return out
+
+
+class _LossModule(nn.Module):
+    """``loss_fn(model, batch)`` as a module, so that ``torch.func.functional_call`` can swap its parameters."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, dict], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def per_example_squared_grads(model: nn.Module, params: dict[str, nn.Parameter], batch: dict,
+                              loss_fn: Callable[[nn.Module, dict], torch.Tensor], *,
+                              method: Literal["loop", "vmap"] = "loop", chunk_size: int | None = None,
+                              limit: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """Σ_n (∂ℓ_n/∂θ)² over the examples n of one batch, for the tensors in ``params`` (float32).
+
+    ℓ_n = ``loss_fn(model, batch of example n alone)`` (for the default NLL: the mean token NLL
+    of example n's supervised tokens). Returns ``(sums, n_used)``; at most ``limit`` examples are
+    used. ``method="loop"`` runs one forward + backward per example (trailing padding trimmed,
+    see :func:`_split_examples`); memory as one training step at batch size 1.
+    ``method="vmap"`` computes the per-example gradients of the whole batch at once with
+    ``torch.func.vmap(grad(...))`` over ``chunk_size`` examples at a time (all by default): it
+    needs right padding and drops ``attention_mask`` (for a causal model trailing padding changes
+    nothing), and holds ``chunk_size`` gradient copies of ``params``.
+    """
+    if method == "loop":
+        exs = _split_examples(batch)[:limit] if limit is not None else _split_examples(batch)
+        sums: dict[str, torch.Tensor] = {}
+        names, tensors = list(params), list(params.values())
+        for ex in exs:
+            grads = torch.autograd.grad(loss_fn(model, ex), tensors, allow_unused=True)
+            for n, g in zip(names, grads):
+                if g is not None:
+                    g = g.detach().float().square()
+                    sums[n] = sums[n] + g if n in sums else g
+        return sums, len(exs)
+    if method != "vmap":
+        raise ValueError(f"fisher: per_example must be 'loop' or 'vmap', got {method!r}")
+    from torch.func import functional_call, grad, vmap
+
+    b = _batch_size(batch)
+    tensors = {k: v for k, v in batch.items() if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == b}
+    mask = tensors.pop("attention_mask", None)
+    if mask is not None and mask.dim() == 2 and not _right_padded(mask):
+        raise ValueError("fisher: per_example='vmap' needs right-padded batches (it drops the attention mask); "
+                         "use per_example='loop'")
+    keep = torch.ones(b, dtype=torch.bool)
+    if "labels" in tensors:
+        keep = (tensors["labels"] != IGNORE_INDEX).reshape(b, -1).any(dim=1).cpu()
+    idx = torch.nonzero(keep).flatten()
+    if limit is not None:
+        idx = idx[:limit]
+    if len(idx) == 0:
+        return {}, 0
+    tensors = {k: v[idx.to(v.device)] for k, v in tensors.items()}
+    wrapper = _LossModule(model, loss_fn)
+    detached = {n: p.detach() for n, p in params.items()}
+
+    def one(pdict, ex):
+        ex = {k: v.unsqueeze(0) for k, v in ex.items()}
+        return functional_call(wrapper, {"model." + n: t for n, t in pdict.items()}, (ex,))
+
+    g = vmap(grad(one), in_dims=(None, 0), chunk_size=chunk_size)(detached, tensors)
+    return {n: t.detach().float().square().sum(0) for n, t in g.items()}, len(idx)
+
+
+class FisherRegularizer(Regularizer):
+    """EWC penalty Σ_i F_i (θ_i − θ_init,i)² with a diagonal empirical Fisher F from the retain data.
+
+    F_i = (1/N) Σ_n (∂ℓ_n/∂θ_i)² at θ_init: the mean over the N retain **examples** of the squared
+    gradient of each example's own loss ℓ_n (by default its mean token NLL) — the diagonal
+    empirical Fisher of EWC (Kirkpatrick et al. 2017) and of the "Fisher forgetting" baseline
+    SNAP cites (Golatkar et al. 2020a). SNAP's public code has no Fisher baseline, so this follows
+    those papers. Computed once in :meth:`setup`, with the model in eval mode (no dropout).
+
+    Parameters
+    ----------
+    max_examples: use at most this many retain examples (None: all of them).
+    max_batches: read at most this many batches from the loader (None: all).
+    per_example: ``"loop"`` (default) one forward + backward per example, trailing padding
+        trimmed — N single-example steps, i.e. about the FLOPs of one training epoch over the
+        retain set, at batch size 1, with a training step's memory at batch size 1;
+        ``"vmap"``: ``torch.func`` per-sample gradients of ``vmap_chunk`` examples at once
+        (exact too; memory grows with ``vmap_chunk`` × the trainable weights; measured slower
+        on CPU, see the README).
+    normalize: divide F by its maximum, so that λ is scale-free.
+    loss_fn: ``loss_fn(model, batch) -> scalar``, called on batches of one example.
+    name_filter: only parameters whose name matches (``re.search``) are regularized.
+
+    Memory: one F and one θ_init per trainable parameter (2× the trainable weights — SNAP notes
+    this is costly for LLMs).
     """
 
     name = "fisher"
 
-    def __init__(self, weight: float = 0.1, *, max_batches: int | None = 32, normalize: bool = False,
-                 loss_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None, name_filter: str | None = None):
+    def __init__(self, weight: float = 0.1, *, max_examples: int | None = None, max_batches: int | None = None,
+                 per_example: Literal["loop", "vmap"] = "loop", vmap_chunk: int | None = 8,
+                 normalize: bool = False, loss_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None,
+                 name_filter: str | None = None):
         super().__init__(weight)
         if max_batches is not None and int(max_batches) < 1:
             raise ValueError(f"fisher: max_batches must be >= 1 or None, got {max_batches}")
+        if max_examples is not None and int(max_examples) < 1:
+            raise ValueError(f"fisher: max_examples must be >= 1 or None, got {max_examples}")
+        if per_example not in ("loop", "vmap"):
+            raise ValueError(f"fisher: per_example must be 'loop' or 'vmap', got {per_example!r}")
+        if vmap_chunk is not None and int(vmap_chunk) < 1:
+            raise ValueError(f"fisher: vmap_chunk must be >= 1 or None, got {vmap_chunk}")
         self.max_batches = None if max_batches is None else int(max_batches)
+        self.max_examples = None if max_examples is None else int(max_examples)
+        self.per_example = per_example
+        self.vmap_chunk = None if vmap_chunk is None else int(vmap_chunk)
         self.normalize = bool(normalize)
         self.loss_fn = loss_fn or _default_nll
         self.name_filter = re.compile(name_filter) if name_filter else None
@@ -430,9 +629,10 @@ class FisherRegularizer(Regularizer):
         self._init: dict[str, torch.Tensor] = {}
         self._params: dict[str, nn.Parameter] = {}
         self.n_batches = 0
+        self.n_examples = 0
 
     def setup(self, model: nn.Module, retain_loader: Iterable[dict] | None = None) -> None:
-        """Estimate the diagonal Fisher from squared retain-set NLL gradients; snapshot θ_init."""
+        """Estimate F_i = (1/N) Σ_n (∂ℓ_n/∂θ_i)² over the retain examples; snapshot θ_init."""
         if retain_loader is None:
             raise ValueError("fisher: setup needs the retain data (retain_loader) to estimate the Fisher diagonal")
         self._params = _trainable(model, self.name_filter, self.name)
@@ -442,27 +642,34 @@ class FisherRegularizer(Regularizer):
         was_training = model.training
         model.eval()  # no dropout while measuring sensitivity
         saved = {n: prm.grad for n, prm in self._params.items()}
-        n = 0
+        n_batches = n_ex = 0
+        t0 = time.perf_counter()
         try:
             for batch in retain_loader:
-                if self.max_batches is not None and n >= self.max_batches:
+                if self.max_batches is not None and n_batches >= self.max_batches:
+                    break
+                if self.max_examples is not None and n_ex >= self.max_examples:
                     break
                 batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                grads = torch.autograd.grad(self.loss_fn(model, batch), list(self._params.values()),
-                                            allow_unused=True)
-                for (name, _), g in zip(self._params.items(), grads):
-                    if g is not None:
-                        acc[name] += g.detach().float().square()
-                n += 1
+                left = None if self.max_examples is None else self.max_examples - n_ex
+                sums, used = per_example_squared_grads(model, self._params, batch, self.loss_fn,
+                                                       method=self.per_example, chunk_size=self.vmap_chunk,
+                                                       limit=left)
+                for name, v in sums.items():
+                    acc[name] += v
+                n_ex += used
+                n_batches += 1
         finally:
             model.train(was_training)
             for name, prm in self._params.items():
                 prm.grad = saved[name]
-        if n == 0:
+        if n_batches == 0:
             raise ValueError("fisher: the retain loader yielded no batch")
-        self.n_batches = n
+        if n_ex == 0:
+            raise ValueError("fisher: the retain batches hold no example with a supervised token")
+        self.n_batches, self.n_examples = n_batches, n_ex
         for name in acc:
-            acc[name] /= n
+            acc[name] /= n_ex
         if self.normalize:
             mx = max(float(a.max()) for a in acc.values())
             if mx > 0:
@@ -470,6 +677,8 @@ class FisherRegularizer(Regularizer):
                     acc[name] /= mx
         self.fisher = acc
         self._model_id = id(model)
+        log.info("fisher: diagonal from %d retain examples (%d batches, %s) in %.1f s", n_ex, n_batches,
+                 self.per_example, time.perf_counter() - t0)
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         """Σ_i F_i (θ_i − θ_init,i)² over the trainable parameters."""

@@ -1,0 +1,140 @@
+"""Measure every refusal-detector mode: 5-fold CV on the training set, then the frozen held-out set.
+
+    python benchmarks/refusal_detector.py [--judge-subset 60] [--no-judge] [--seed 0]
+
+* **Cross-validation** (k = 5, stratified, folds from ``--seed``) on the training rows
+  (:func:`obliviate.evals.refusal.training_rows`): the learned detector is re-trained on four folds
+  (with the L2 strength recorded in the shipped weights) and scored on the fifth; the rule-based and
+  embedding modes have nothing to train, so their per-fold scores are plain evaluations.
+* **Held-out** (``refusal_heldout_<v>.jsonl``, ``--heldout v2`` by default: written after the shipped
+  weights were frozen, in styles absent from their training data): every mode as shipped.
+* **Judge**: SmolLM2-135M-Instruct (the embedded default, transformers backend) as a YES/NO judge on
+  a seeded random subset of each set (``--judge-subset`` rows; 0 = all).
+
+Prints the table and writes ``benchmarks/results/refusal_detector/results_<v>.json`` (the command, wall
+time, seeds, data hashes) and the held-out error rates to the package
+(``refusal_detector_heldout.json``, used for the optional Rogan–Gladen correction of UA/RA/TA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from obliviate.evals.refusal import (HELDOUT_RATES, HELDOUT_SETS, LEARNED_THRESHOLD, LEARNED_WEIGHTS, RefusalDetector,
+                                     binary_metrics, cross_validate_learned, learned_features, load_labelled,
+                                     load_learned, stratified_folds, training_rows)
+from obliviate.io import atomic_write_json
+
+OUT_DIR = Path(__file__).resolve().parent / "results" / "refusal_detector"
+MODES = ("learned", "rules", "embedding", "rules+embedding")
+KEYS = ("accuracy", "precision", "recall", "specificity", "f1")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _summary(pred, gold, folds=None, k=5) -> dict:
+    m = binary_metrics(pred, gold)
+    if folds is not None:
+        accs = [binary_metrics([p for p, f in zip(pred, folds) if f == i], [g for g, f in zip(gold, folds) if f == i])
+                ["accuracy"] for i in range(k)]
+        m["fold_accuracy_mean"], m["fold_accuracy_std"] = statistics.mean(accs), statistics.pstdev(accs)
+    return m
+
+
+def _errors(rows, pred, scores=None):
+    return [{"text": r["text"], "refusal": r["refusal"], "style": r.get("style"),
+             **({"p": round(scores[i], 3)} if scores is not None else {})}
+            for i, (r, p) in enumerate(zip(rows, pred)) if p != r["refusal"]]
+
+
+def judge_eval(rows, subset: int, seed: int) -> dict:
+    from obliviate.generate import make_generator
+
+    idx = list(range(len(rows)))
+    if subset and subset < len(rows):
+        idx = sorted(random.Random(seed).sample(idx, subset))
+    sub = [rows[i] for i in idx]
+    gen = make_generator("transformers:smollm2-135m-instruct")
+    det = RefusalDetector("judge", generator=gen)
+    t0 = time.time()
+    pred = det.predict([r["text"] for r in sub])
+    m = _summary(pred, [r["refusal"] for r in sub])
+    m.update(subset=len(sub), subset_seed=seed, unparsable=det.unparsable, wall_s=round(time.time() - t0, 1),
+             predicted_refusal_share=sum(pred) / len(pred))
+    return m
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge-subset", type=int, default=60)
+    p.add_argument("--no-judge", action="store_true")
+    p.add_argument("--heldout", default=list(HELDOUT_SETS)[-1], choices=list(HELDOUT_SETS),
+                   help="held-out set version (default: the newest, written after the shipped weights were frozen)")
+    a = p.parse_args(argv)
+    HELDOUT = HELDOUT_SETS[a.heldout]
+    OUT = OUT_DIR / f"results_{a.heldout}.json"
+    t0 = time.time()
+    train = training_rows()
+    held = load_labelled(HELDOUT)
+    gold_t = [r["refusal"] for r in train]
+    gold_h = [r["refusal"] for r in held]
+    frozen = load_learned()
+    folds = stratified_folds(gold_t, 5, a.seed)
+    res: dict = {"command": "python " + " ".join(["benchmarks/refusal_detector.py", *(argv or sys.argv[1:])]),
+                 "seed": a.seed, "k": 5,
+                 "data": {"train_n": len(train), "train_refusals": sum(gold_t), "train_sha256": frozen.meta.get("data_sha256"),
+                          "train_styles": sorted({r["style"] for r in train}),
+                          "heldout_file": HELDOUT.name, "heldout_sha256": _sha(HELDOUT), "heldout_n": len(held),
+                          "heldout_refusals": sum(gold_h), "heldout_styles": sorted({r["style"] for r in held}),
+                          "weights_sha256": _sha(LEARNED_WEIGHTS), "weights_l2": frozen.meta.get("l2")},
+                 "cv": {}, "heldout": {}}
+    xt = learned_features([r["text"] for r in train])
+    oof = cross_validate_learned(xt, gold_t, k=5, seed=a.seed, l2=frozen.meta["l2"])
+    pred = [q >= LEARNED_THRESHOLD for q in oof]
+    res["cv"]["learned"] = dict(_summary(pred, gold_t, folds), errors=_errors(train, pred, oof))
+    for mode in MODES:
+        det = RefusalDetector(mode)
+        if mode != "learned":
+            pt = det.predict([r["text"] for r in train])
+            res["cv"][mode] = dict(_summary(pt, gold_t, folds), errors=_errors(train, pt))
+        ph = det.predict([r["text"] for r in held])
+        sc = det.last_scores if mode == "learned" else None
+        res["heldout"][mode] = dict(_summary(ph, gold_h), errors=_errors(held, ph, sc))
+        if mode == "learned":
+            by_style = {}
+            for r, q in zip(held, ph):
+                s = by_style.setdefault(r["style"], [0, 0])
+                s[0] += q == r["refusal"]
+                s[1] += 1
+            res["heldout"][mode]["accuracy_by_style"] = {k: v[0] / v[1] for k, v in sorted(by_style.items())}
+    if not a.no_judge:
+        res["cv"]["judge (SmolLM2-135M)"] = judge_eval(train, a.judge_subset, a.seed)
+        res["heldout"]["judge (SmolLM2-135M)"] = judge_eval(held, a.judge_subset, a.seed)
+    res["wall_s"] = round(time.time() - t0, 1)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(OUT, res)
+    atomic_write_json(HELDOUT_RATES, {
+        "source": "benchmarks/refusal_detector.py on " + HELDOUT.name, "heldout_sha256": _sha(HELDOUT),
+        "weights_sha256": _sha(LEARNED_WEIGHTS),
+        "modes": {m: {"sensitivity": v["recall"], "specificity": v["specificity"], "n": v["n"]}
+                  for m, v in res["heldout"].items() if m in MODES}})
+    print("| mode | set | n | accuracy | precision | recall | F1 |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for where, label in (("cv", "5-fold CV (training set)"), ("heldout", f"held-out {a.heldout} (frozen)")):
+        for mode, m in res[where].items():
+            print(f"| {mode} | {label} | {m['n']} | " + " | ".join(f"{m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1")) + " |")
+    print(f"wall {res['wall_s']} s -> {OUT}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Train the learned refusal detector and write its weights into the package.
+
+    python scripts/train_refusal_detector.py [--seed 0] [--out src/obliviate/evals/refusal_detector.safetensors]
+
+Reads the shipped training data (``refusal_labelled.jsonl`` + ``refusal_train.jsonl``, see
+:func:`obliviate.evals.refusal.training_rows`), computes all-MiniLM-L6-v2 embeddings plus the rule
+features, chooses the L2 strength by seeded 5-fold stratified cross-validation and fits a logistic
+regression by Newton's method (deterministic). Weights go to a safetensors file (no pickle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from obliviate.evals.refusal import LEARNED_WEIGHTS, save_learned, train_detector, training_rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(LEARNED_WEIGHTS))
+    a = p.parse_args(argv)
+    t0 = time.time()
+    rows = training_rows()
+    model = train_detector(rows, seed=a.seed)
+    save_learned(model, a.out)
+    info = {k: model.meta[k] for k in ("seed", "n_train", "n_refusals", "cv_accuracy_by_penalty", "data_sha256")}
+    print(json.dumps(dict(info, l2=model.meta["l2"], rule_l2=model.meta["rule_l2"], wall_s=round(time.time() - t0, 1), out=a.out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
