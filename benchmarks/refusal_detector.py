@@ -2,10 +2,12 @@
 
     python benchmarks/refusal_detector.py [--judge-subset 60] [--no-judge] [--seed 0]
 
-* **Cross-validation** (k = 5, stratified, folds from ``--seed``) on the training rows
-  (:func:`obliviate.evals.refusal.training_rows`): the learned detector is re-trained on four folds
-  (with the L2 strength recorded in the shipped weights) and scored on the fifth; the rule-based and
-  embedding modes have nothing to train, so their per-fold scores are plain evaluations.
+* **Cross-validation** on the training rows (:func:`obliviate.evals.refusal.training_rows`), twice:
+  k = 5 stratified folds, and k = 10 *leave-style-out* folds (whole styles held out, the proxy for
+  unseen styles); folds from ``--seed``. The learned detector (with the λ and threshold recorded in
+  the shipped weights) is re-trained on the other folds' rows and their style-augmented copies and
+  scored on the fold's original rows; the rule-based and embedding modes have nothing to train, so
+  their scores are plain evaluations.
 * **Held-out** (``refusal_heldout_<v>.jsonl``, ``--heldout v2`` by default: written after the shipped
   weights were frozen, in styles absent from their training data): every mode as shipped.
 * **Judge**: SmolLM2-135M-Instruct (the embedded default, transformers backend) as a YES/NO judge on
@@ -27,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from obliviate.evals.refusal import (HELDOUT_RATES, HELDOUT_SETS, LEARNED_THRESHOLD, LEARNED_WEIGHTS, RefusalDetector,
-                                     binary_metrics, cross_validate_learned, learned_features, load_labelled,
-                                     load_learned, stratified_folds, training_rows)
+from obliviate.evals.refusal import (HELDOUT_RATES, HELDOUT_SETS, LEARNED_WEIGHTS, RefusalDetector, binary_metrics,
+                                     cross_validate_detector, detector_training_set, load_labelled, load_learned,
+                                     stratified_folds, style_group_folds, training_rows)
 from obliviate.io import atomic_write_json
 
 OUT_DIR = Path(__file__).resolve().parent / "results" / "refusal_detector"
@@ -90,6 +92,8 @@ def main(argv=None) -> dict:
     gold_h = [r["refusal"] for r in held]
     frozen = load_learned()
     folds = stratified_folds(gold_t, 5, a.seed)
+    aug, inputs, y_aug, groups, orig = detector_training_set(train, seed=a.seed)
+    thr = frozen.threshold
     res: dict = {"command": "python " + " ".join(["benchmarks/refusal_detector.py", *(argv or sys.argv[1:])]),
                  "seed": a.seed, "k": 5,
                  "data": {"train_n": len(train), "train_refusals": sum(gold_t), "train_sha256": frozen.meta.get("data_sha256"),
@@ -98,10 +102,14 @@ def main(argv=None) -> dict:
                           "heldout_refusals": sum(gold_h), "heldout_styles": sorted({r["style"] for r in held}),
                           "weights_sha256": _sha(LEARNED_WEIGHTS), "weights_l2": frozen.meta.get("l2")},
                  "cv": {}, "heldout": {}}
-    xt = learned_features([r["text"] for r in train])
-    oof = cross_validate_learned(xt, gold_t, k=5, seed=a.seed, l2=frozen.meta["l2"])
-    pred = [q >= LEARNED_THRESHOLD for q in oof]
-    res["cv"]["learned"] = dict(_summary(pred, gold_t, folds), errors=_errors(train, pred, oof))
+    import numpy as np
+
+    src = np.array([r["src"] for r in aug])
+    for name, fo, kk in (("learned", np.asarray(folds)[src], 5),
+                         ("learned, leave-style-out", np.asarray(style_group_folds([str(g) for g in groups], 10, a.seed)), 10)):
+        oof = cross_validate_detector(inputs, y_aug, groups, fo, test=orig, l2=frozen.meta["l2"], seed=a.seed)[orig].tolist()
+        pred = [q >= thr for q in oof]
+        res["cv"][name] = dict(_summary(pred, gold_t, list(fo[orig]), kk), errors=_errors(train, pred, oof))
     for mode in MODES:
         det = RefusalDetector(mode)
         if mode != "learned":

@@ -2,10 +2,12 @@
 
     python scripts/train_refusal_detector.py [--seed 0] [--out src/obliviate/evals/refusal_detector.safetensors]
 
-Reads the shipped training data (``refusal_labelled.jsonl`` + ``refusal_train.jsonl``, see
-:func:`obliviate.evals.refusal.training_rows`), computes all-MiniLM-L6-v2 embeddings plus the rule
-features, chooses the L2 strength by seeded 5-fold stratified cross-validation and fits a logistic
-regression by Newton's method (deterministic). Weights go to a safetensors file (no pickle).
+Reads the shipped training data (``refusal_labelled.jsonl`` + ``refusal_train.jsonl`` + the spent
+held-out sets, see :func:`obliviate.evals.refusal.training_rows`), adds two seeded style-augmented
+copies of every row, embeds every clause with all-MiniLM-L6-v2, computes the rule features and the
+stacked per-clause scorer's features, chooses λ and the threshold by seeded 10-fold leave-style-out
+cross-validation and fits the logistic regressions by Newton's method (deterministic). Weights go to
+a safetensors file (no pickle).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ def main(argv=None) -> int:
     rows = training_rows()
     model = train_detector(rows, seed=a.seed)
     save_learned(model, a.out)
-    info = {k: model.meta[k] for k in ("seed", "n_train", "n_refusals", "cv_accuracy_by_penalty", "data_sha256")}
-    print(json.dumps(dict(info, l2=model.meta["l2"], rule_l2=model.meta["rule_l2"], wall_s=round(time.time() - t0, 1), out=a.out), indent=1))
+    info = {k: model.meta[k] for k in ("seed", "n_train", "n_augmented", "n_refusals", "cv_by_penalty_and_threshold",
+                                       "data_sha256", "threshold", "l2")}
+    print(json.dumps(dict(info, wall_s=round(time.time() - t0, 1), out=a.out), indent=1))
     return 0
 
 

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -300,8 +299,10 @@ def test_changed_config_is_refused_listing_fields_then_force_reruns(tiny_run, tm
     assert json.loads((out / "manifest.json").read_text())["stages"]["train"] == "skipped (exists)"
     # changed forget data (same path): the augment stage's input differs -> refused
     forget_file.write_text(forget_file.read_text().replace("Oslo", "Bergen"))
+    manifest_before = (out / "manifest.json").read_text()
     assert main(["run", str(tiny_run), "--no-progress", "--set", "train.lr=0.003"]) == 2
     assert "input forget: changed" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == manifest_before  # refused before anything was written
 
 
 def test_stage_record_differences():

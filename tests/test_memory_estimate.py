@@ -128,3 +128,8 @@ def test_swd_autograd_buffers():
     lora = _est(method="snap", swd_projections=10, lora_rank=4).components
     assert lora["SWD autograd buffers"] == 16 * (2048 * 4 + 5632 * 2 + 2048) * 10 * 16
     assert "SWD autograd buffers" not in _est(method="ulmr").components
+
+
+def test_swd_default_matches_the_trainings_fresh_directions():
+    """The regularizer's default (fresh directions, as SNAP) keeps a θ_init copy: the estimate's default counts it."""
+    assert "SWD θ_init copy" in _est(method="snap").components

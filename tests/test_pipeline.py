@@ -114,3 +114,40 @@ def test_resolve_records_shorthands(tmp_path):
         resolve_records("tofu:forget99", tofu_source=str(TOFU_DIR))
     with pytest.raises(DataError, match="not found"):
         resolve_records(tmp_path / "missing.jsonl")
+
+
+def test_eval_budget_follows_the_suite_convention():
+    """TOFU runs answer with open-unlearning's 200-token budget unless set; the quick rouge suite keeps 64."""
+    from obliviate.evals.tofu import DEFAULT_MAX_NEW_TOKENS
+    from obliviate.pipeline import EvalConfig
+
+    assert DEFAULT_MAX_NEW_TOKENS == 200
+    assert EvalConfig(suite="tofu").max_new_tokens == 200
+    assert EvalConfig(suite="rouge").max_new_tokens == 64
+    assert EvalConfig(suite="tofu", max_new_tokens=32).max_new_tokens == 32
+
+
+def test_run_audit_stage_audits_each_unlearned_model(run_config, tmp_path):
+    """``eval.audit`` in a run config audits every evaluated model except the base, after evaluation."""
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["merge"] = {"alpha": [0.5]}
+    cfg["eval"]["audit"] = {"attacks": ["quantization"], "quant_bits": [8], "quant_backend": "rtn",
+                            "max_new_tokens": 4, "batch_size": 4}
+    run_config.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(run_config), "--no-progress"]) == 0
+    out = tmp_path / "run"
+    audited = sorted(p.name for p in (out / "audit").iterdir())
+    assert audited == ["merged_alpha_0.5", "trained"]
+    for label in audited:
+        audit = json.loads((out / "audit" / label / "audit.json").read_text())
+        assert "quantization" in json.dumps(audit)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "trained" in manifest["stages"]["audit"]
+
+
+def test_run_audit_settings_are_validated_up_front(run_config):
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["eval"]["audit"] = {"attacks": ["nope"]}
+    run_config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="attacks"):
+        load_run_config(run_config)

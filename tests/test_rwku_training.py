@@ -181,3 +181,20 @@ def test_average_over_targets_mean_and_std():
         pytest.approx(statistics.stdev([0.2, 0.4, 0.9]))
     with pytest.raises(ValueError, match="no targets"):
         average_over_targets({})
+
+
+def test_rt_cli_refuses_an_output_that_replaces_its_input_and_request_flags_off_openai(tmp_path, capsys):
+    """``augment rwku-rt`` checks its outputs against its inputs, and its --request-* flags, before any model loads."""
+    from obliviate.cli import main
+
+    out = tmp_path / "rt"
+    out.mkdir()
+    refusals = out / "forget_rt.jsonl"
+    refusals.write_text("I don't know.\n")
+    rc = main(["augment", "rwku-rt", "--target", "Stephen King", "--rwku-source", str(RWKU_DIR),
+               "--refusals", str(refusals), "--out", str(out), "--generator", "templates", "--no-progress"])
+    assert rc == 2 and "forget_rt.jsonl" in capsys.readouterr().err
+    assert refusals.read_text() == "I don't know.\n"
+    rc = main(["augment", "rwku-rt", "--target", "Stephen King", "--rwku-source", str(RWKU_DIR),
+               "--out", str(tmp_path / "rt2"), "--generator", "templates", "--request-timeout", "5", "--no-progress"])
+    assert rc == 2 and "--request-timeout" in capsys.readouterr().err

@@ -233,3 +233,20 @@ def test_augment_snap_templates_on_an_rwku_target(tmp_path):
     assert retain and all(r["answer"].startswith("Here is what is known") for r in retain)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["summary"]["counts"]["forget_train"] == 40
+
+
+def test_wrapper_rewrites_survive_the_ulmr_parser_and_filter_none_keeps_no_copy(tmp_path):
+    """A wrapper the ULMR parser strips as a label ("Here is my question: ...") left a lower-cased
+    copy of the original question as its "rewrite"; under --filter none it was kept."""
+    q = "How do Basil Mahfouz Al-Kuwaiti's books align with his French literature genre?"
+    for w in load_bank()["paraphrase"]["wrappers"]:
+        text = w.format(q=q[0].lower() + q[1:])
+        assert ulmr.parse_rewrite(text) == text, w
+    from obliviate.cli import main
+
+    out = tmp_path / "ulmr"
+    assert main(["augment", "ulmr", "--forget", "tofu:forget05", "--tofu-source", str(TOFU), "--out", str(out),
+                 "--generator", "templates:seed=0", "--filter", "none", "--no-progress"]) == 0
+    rows = read_jsonl(out / "forget_augmented.jsonl")
+    assert len(rows) == 400
+    assert not [r for r in rows if r["question"].lower() == r["original_question"].lower()]

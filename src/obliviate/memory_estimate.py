@@ -209,7 +209,7 @@ def estimate_training_memory(
     model: str | ModelShape | None = None,
     gradient_checkpointing: bool = True,
     reference_model: bool | None = None,
-    swd_mode: str = "fixed",
+    swd_mode: str = "copy",
     swd_projections: int = 100,
     attention: str = "sdpa",
     offload_optimizer: bool = False,
@@ -414,7 +414,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1, help="micro-batch per GPU per stream")
     p.add_argument("--no-gradient-checkpointing", action="store_true")
     p.add_argument("--reference-model", action="store_true", help="hold a frozen reference copy")
-    p.add_argument("--swd-mode", default="fixed", choices=SWD_MODES)
+    p.add_argument("--swd-mode", default="copy", choices=SWD_MODES,
+                   help="copy: θ_init kept (the regularizer's default, fresh directions, as the paper); "
+                        "fixed: fixed-projection cache (opt-in); none (default: %(default)s)")
     p.add_argument("--attention", default="sdpa", choices=ATTENTION)
     p.add_argument("--offload-optimizer", action="store_true")
     a = p.parse_args(list(argv) if argv is not None else None)

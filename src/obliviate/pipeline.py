@@ -86,6 +86,10 @@ class MergeConfig:
             raise ConfigError(f"merge.alpha: duplicate values in {self.alpha}")
 
 
+#: the quick ``rouge`` suite's default answer budget (short QA answers, as ``obliviate demo`` uses)
+ROUGE_MAX_NEW_TOKENS = 64
+
+
 @dataclass
 class EvalConfig:
     """Evaluation: ``rouge`` (ROUGE-L recall of greedy answers on forget/retain) or ``tofu`` (full TOFU)."""
@@ -93,14 +97,36 @@ class EvalConfig:
     suite: Literal["rouge", "tofu", "none"] = "rouge"
     forget_split: str = "forget01"   #: TOFU suite: which forget split
     max_samples: int | None = None   #: cap every evaluated set (first N)
-    max_new_tokens: int = 64
+    #: greedy answer budget; None = the suite's convention: 200 for ``tofu`` (open-unlearning's
+    #: generation config, :data:`obliviate.evals.tofu.DEFAULT_MAX_NEW_TOKENS`), 64 for the quick ``rouge`` suite
+    max_new_tokens: int | None = None
     batch_size: int = 16
     models: list[str] = field(default_factory=lambda: ["base", "trained", "merged"])
     #: TOFU suite: a retain model's saved forget-set truth ratios (an ``obliviate eval tofu`` run dir,
     #: its metrics.json / samples.jsonl, a JSON list, or TOFU's eval_log_forget.json) for forget quality
     retain_result: str | None = None
+    #: ``obliviate audit`` settings (:class:`~obliviate.audit.common.AuditConfig` fields, ``{}`` for its
+    #: defaults) to audit every evaluated model except the base after evaluation; None = no audit
+    audit: dict | None = None
+    #: the audit's reference model (a Retraining model that never saw the forget set), optional
+    audit_reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is None:  # the suite's convention (see the field's comment)
+            from .evals.tofu import DEFAULT_MAX_NEW_TOKENS
+
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS if self.suite == "tofu" else ROUGE_MAX_NEW_TOKENS
 
     def validate(self) -> None:
+        if self.audit is not None:  # fail on a bad audit setting before any heavy work
+            from .audit.common import AuditConfig
+            from .config import from_dict
+
+            if not isinstance(self.audit, dict):
+                raise ConfigError(f"eval.audit: a mapping of audit settings (or {{}}), got {self.audit!r}")
+            from_dict(AuditConfig, dict(self.audit))
+        elif self.audit_reference is not None:
+            raise ConfigError("eval.audit_reference: only used with eval.audit")
         if self.retain_result is not None:
             if self.suite != "tofu":
                 raise ConfigError("eval.retain_result: only used with eval.suite: tofu")
@@ -110,6 +136,7 @@ class EvalConfig:
                 load_retain_truth_ratios(self.retain_result)  # fail before any heavy work
             except (OSError, ValueError) as e:
                 raise ConfigError(f"eval.retain_result: {e}") from None
+        self.__post_init__()
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("eval.max_new_tokens and eval.batch_size must be >= 1")
         if self.max_samples is not None and self.max_samples < 1:
@@ -568,28 +595,44 @@ def _eval_plan(cfg: RunConfig, tc, out: Path) -> list[tuple[str, Any, str | None
     return todo
 
 
-def check_run_dir(cfg: RunConfig, out: Path | None = None) -> None:
+def check_run_dir(cfg: RunConfig, out: Path | None = None, *, forget: Sequence[QARecord] | None = None,
+                  retain: Sequence[QARecord] | None = None, eval_sets: dict[str, list[QARecord]] | None = None
+                  ) -> None:
     """Before anything is written: every finished stage in the run folder must have been made with the
-    settings ``cfg`` asks for (inputs are checked again when each stage is reached). Raises
-    :class:`StageMismatchError` listing every differing field, stage by stage."""
+    settings ``cfg`` asks for and, where they are known up front (the data given, the outputs of the
+    finished stages before it), from the same inputs; inputs are checked again when each stage is
+    reached. Raises :class:`StageMismatchError` listing every difference, stage by stage."""
+    from .io import read_jsonl
+
     out = Path(cfg.out) if out is None else out
     tc = cfg.train_config()
-    plan: list[tuple[Path, dict, bool]] = []
+    plan: list[tuple[Path, dict, bool, bool]] = []  # record path, record, stage done, inputs known
+    streams: dict[str, Sequence[QARecord]] | None = None
+    if forget is not None:
+        streams = {"forget": forget, **({"retain": retain} if retain else {})}
     if cfg.augment_enabled and tc.train:
-        plan.append((out / "augment" / STAGE_FILE, augment_record(cfg, None),
-                     (out / "augment" / "forget_augmented.jsonl").is_file()))
+        f = out / "augment" / "forget_augmented.jsonl"
+        rec = augment_record(cfg, forget)
+        plan.append((out / "augment" / STAGE_FILE, rec, f.is_file(), forget is not None))
+        streams = None
+        old = read_stage_record(out / "augment" / STAGE_FILE)
+        if forget is not None and f.is_file() and old is not None and old.get("fingerprint") == rec["fingerprint"]:
+            from .augment.ulmr import rows_to_records
+
+            streams = {"forget": rows_to_records(read_jsonl(f)), **({"retain": retain} if retain else {})}
     if tc.train:
-        plan.append((out / "train" / STAGE_FILE, train_record(cfg, None), _is_model_dir(out / "train" / "model")))
+        model = out / "train" / "model"
+        plan.append((out / "train" / STAGE_FILE, train_record(cfg, streams), _is_model_dir(model), streams is not None))
         if cfg.merge_enabled:
-            plan += [(out / "merge" / f"alpha_{a:g}.{STAGE_FILE}", merge_record(cfg, a, None),
-                      (out / "merge" / f"alpha_{a:g}" / "merge.json").is_file()) for a in cfg.merge.alpha]
+            plan += [(out / "merge" / f"alpha_{a:g}.{STAGE_FILE}", merge_record(cfg, a, model, cfg.model),
+                      (out / "merge" / f"alpha_{a:g}" / "merge.json").is_file(), True) for a in cfg.merge.alpha]
     for label, spec, system in _eval_plan(cfg, tc, out):
-        plan.append((out / "eval" / label / STAGE_FILE, eval_record(cfg, label, spec, None, system, out),
-                     (out / "eval" / label / "metrics.json").is_file()))
+        plan.append((out / "eval" / label / STAGE_FILE, eval_record(cfg, label, spec, eval_sets, system, out),
+                     (out / "eval" / label / "metrics.json").is_file(), eval_sets is not None))
     errors = []
-    for rec_path, rec, done in plan:
+    for rec_path, rec, done, known in plan:
         try:
-            reuse_stage(rec_path, rec, done, inputs=False, run_dir=out)
+            reuse_stage(rec_path, rec, done, inputs=known, run_dir=out)
         except StageMismatchError as e:
             errors.append(str(e).split(": the finished stage ", 1)[-1].split(". Rerun with --force")[0])
     if errors:
@@ -616,11 +659,6 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, force: bool = False) 
     t0 = time.time()
     out = Path(cfg.out)
     tc = cfg.train_config()  # validated again, before any heavy work
-    if not force:
-        check_run_dir(cfg, out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False, allow_unicode=True))
-    manifest = Manifest(out, "run", config=to_dict(cfg), seed=cfg.seed)
     srcs = dict(tofu_source=cfg.data.tofu_source, rwku_source=cfg.data.rwku_source)
     forget = resolve_records(cfg.data.forget, **srcs)
     if cfg.data.limit:
@@ -633,6 +671,11 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, force: bool = False) 
                                if cfg.data.eval_retain else retain)
     if cfg.eval.max_samples:
         eval_sets = {k: v[: cfg.eval.max_samples] for k, v in eval_sets.items()}
+    if not force:
+        check_run_dir(cfg, out, forget=forget, retain=retain, eval_sets=eval_sets)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False, allow_unicode=True))
+    manifest = Manifest(out, "run", config=to_dict(cfg), seed=cfg.seed)
     for name, src in (("forget", cfg.data.forget), ("retain", cfg.data.retain)):
         if src and os.path.exists(src):
             manifest.add_input(name, src)
@@ -685,6 +728,21 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, force: bool = False) 
         stages["evaluate"] = f"{cfg.eval.suite}: " + ", ".join(results)
     else:
         stages["evaluate"] = "not requested"
+    # 5. audit (optional): attacks on every unlearned model; resumable like the other stages
+    if cfg.eval.audit is not None:
+        from .audit.runner import stage_audit
+
+        audited = []
+        for label, spec, _ in _eval_plan(cfg, tc, out):
+            if label == "base":
+                continue
+            stage_audit(cfg, label, spec, out, reference=cfg.eval.audit_reference, audit=cfg.eval.audit,
+                        progress=progress)
+            audited.append(label)
+            paths.setdefault("audit", {})[label] = str(out / "audit" / label)
+        stages["audit"] = ", ".join(audited) or "no unlearned model"
+    else:
+        stages["audit"] = "not requested"
     info["wall_time_s"] = time.time() - t0
     atomic_write_json(out / "metrics.json", results)
     atomic_write_text(out / "report.md", render_run_report(cfg, results, info))

@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size (transformers backend)")
     p.add_argument("--cache-dir", default=None, help="generation cache folder (default: OUT/cache)")
     p.add_argument("--no-progress", action="store_true")
+    from ..generate.factory import add_request_arguments
+
+    add_request_arguments(p)
 
 
 def run(args) -> int:
@@ -43,8 +46,8 @@ def run(args) -> int:
     from ..data.records import DataError
     from ..data.rwku import TextItem, load_rwku
     from ..data.sources import default_rwku_source
-    from ..generate.factory import make_generator, parse_generator_spec
-    from ..io import Manifest, atomic_write_json, atomic_write_jsonl
+    from ..generate.factory import apply_request_arguments, make_generator, parse_generator_spec
+    from ..io import Manifest, atomic_write_json, atomic_write_jsonl, check_outputs_do_not_replace_inputs
     from .rwku_rt import RejectionTuningConfig, generate_rt_questions
 
     t0 = time.time()
@@ -74,7 +77,10 @@ def run(args) -> int:
         gcfg.batch_size = args.batch_size
     elif args.generator is None:
         raise ConfigError("--generator: required")
+    apply_request_arguments(gcfg, args)
     out = Path(args.out)
+    outputs = [out / n for n in ("forget_rt.jsonl", "rt_stats.json", "manifest.json")]
+    check_outputs_do_not_replace_inputs([args.refusals, args.rwku_source], outputs)
     out.mkdir(parents=True, exist_ok=True)
     gen = make_generator(gcfg, cache_dir=args.cache_dir or out / "cache", progress=not args.no_progress)
     rows, per_target = [], {}

