@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
         "modes": {m: {"sensitivity": v["recall"], "specificity": v["specificity"], "n": v["n"]}
                   for m, v in res["heldout"].items() if m in MODES}})
     print("| mode | set | n | accuracy | precision | recall | F1 |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for where, label in (("cv", "5-fold CV (training set)"), ("heldout", f"held-out {a.heldout} (frozen)")):
+    for where, label in (("cv", "CV (training set; leave-style-out: 10 folds, else 5)"), ("heldout", f"held-out {a.heldout} (frozen)")):
         for mode, m in res[where].items():
             print(f"| {mode} | {label} | {m['n']} | " + " | ".join(f"{m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1")) + " |")
     print(f"wall {res['wall_s']} s -> {OUT}")

@@ -1,10 +1,14 @@
 """Refusal ("obliterated response") detection and SNAP's UA / RA / TA.
 
 SNAP (§4.2) scores a model by whether its responses are *obliterated*: "I'm sorry, but I do not
-have access to information about ..., so I cannot answer that question." Three detectors decide
+have access to information about ..., so I cannot answer that question." These detectors decide
 that for a response:
 
-* ``rules`` (default, no model): the text is normalised (lower case, straight quotes, quoted
+* ``learned`` (the default): a logistic regression (weights shipped as package data, trained by
+  ``scripts/train_refusal_detector.py`` from a seed) over the mean clause embedding (all-MiniLM-L6-v2),
+  a per-clause refusal scorer's summary features and the rule features below; measured on
+  held-out sets written after it was frozen (README, "Refusal detector").
+* ``rules`` (no model): the text is normalised (lower case, straight quotes, quoted
   passages removed: a quoted "I don't know" is reported speech, not the model refusing), split
   into clauses at sentence ends, ``;``, ``:``, ``but`` / ``however`` / ``although`` and similar
   turns, and each clause is classified as a *refusal* (a curated first-person pattern: "I don't
