@@ -76,3 +76,19 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
         """Backend-specific batched generation."""
+
+
+class StreamingGenerator(Generator):
+    """A backend that yields ``(index, completion)`` pairs as results arrive (:meth:`_iter_generate`,
+    in any order); :meth:`_generate` puts them back in input order. The disk cache consumes the
+    stream directly, so finished completions are stored even if a later one fails."""
+
+    @abc.abstractmethod
+    def _iter_generate(self, prompts: list[Messages], params: GenerationParams):
+        """Yield ``(index, completion)`` for every prompt, in any order."""
+
+    def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
+        out: list[str] = [""] * len(prompts)
+        for i, text in self._iter_generate(prompts, params):
+            out[i] = text
+        return out

@@ -31,7 +31,7 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 from ..io import redact_text, redact_url
-from .base import GenerationError, GenerationParams, Generator, Messages
+from .base import GenerationError, GenerationParams, Messages, StreamingGenerator
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _server_message(body: bytes) -> str:
     return text[:2000]
 
 
-class OpenAIChatGenerator(Generator):
+class OpenAIChatGenerator(StreamingGenerator):
     """Generate by POSTing to ``{base_url}/chat/completions`` of an OpenAI-compatible server.
 
     Each prompt becomes one request with ``model``, ``messages``, ``max_tokens``, ``temperature``,
@@ -381,8 +381,3 @@ class OpenAIChatGenerator(Generator):
             cancel.set()
             bar.close()
 
-    def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
-        out: list[str | None] = [None] * len(prompts)
-        for i, text in self._iter_generate(prompts, params):
-            out[i] = text
-        return out  # type: ignore[return-value]

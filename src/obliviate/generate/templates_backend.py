@@ -48,7 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .base import GenerationParams, Generator, Messages
+from .base import GenerationParams, Messages, StreamingGenerator
 
 BANK_FILE = "template_bank.json"
 
@@ -560,7 +560,7 @@ def paraphrase_candidates(instruction: str, bank: dict, rng: random.Random) -> t
 _LIST_ITEM = re.compile(r"^\s*\d+\.\s+(.*\S)\s*$", re.M)
 
 
-class TemplatesGenerator(Generator):
+class TemplatesGenerator(StreamingGenerator):
     """The offline stand-in for the papers' data generators (see the module docstring).
 
     ``seed`` selects phrasings and question order; ``bank`` replaces the packaged
@@ -582,11 +582,6 @@ class TemplatesGenerator(Generator):
         return f"TemplatesGenerator(seed={self.seed}, model_id={self.model_id!r})"
 
     # -- interface ---------------------------------------------------------------------------
-    def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
-        out: list[str | None] = [None] * len(prompts)
-        for i, text in self._iter_generate(prompts, params):
-            out[i] = text
-        return out  # type: ignore[return-value]
 
     def _iter_generate(self, prompts: list[Messages], params: GenerationParams) -> Iterator[tuple[int, str]]:
         seen: dict[str, int] = {}

@@ -8,10 +8,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.formatting import length_grouped_batches, render_chat
-from .base import GenerationParams, Generator, Messages
+from .base import GenerationParams, Messages, StreamingGenerator
 
 
-class TransformersGenerator(Generator):
+class TransformersGenerator(StreamingGenerator):
     """Generate with an in-memory ``(model, tokenizer)`` pair.
 
     Prompts are rendered with the tokenizer's chat template, sorted by length into batches of
@@ -33,12 +33,6 @@ class TransformersGenerator(Generator):
 
     def __repr__(self) -> str:
         return f"TransformersGenerator(model={self.model_id!r}, batch_size={self.batch_size})"
-
-    def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
-        out: list[str | None] = [None] * len(prompts)
-        for i, text in self._iter_generate(prompts, params):
-            out[i] = text
-        return out  # type: ignore[return-value]
 
     def _iter_generate(self, prompts: list[Messages], params: GenerationParams) -> Iterator[tuple[int, str]]:
         """Yield ``(index, completion)`` batch by batch (length-grouped order, not input order)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Iterator
 
-from .base import GenerationParams, Generator, Messages
+from .base import GenerationParams, Messages, StreamingGenerator
 
 
 def vllm_unavailable_reason() -> str | None:
@@ -25,7 +25,7 @@ def vllm_unavailable_reason() -> str | None:
     return None
 
 
-class VLLMGenerator(Generator):
+class VLLMGenerator(StreamingGenerator):
     """Generate with an in-process ``vllm.LLM(model, **engine_kwargs)``.
 
     Prompts go through ``LLM.chat`` (the model's chat template, generation prompt added) with
@@ -69,8 +69,3 @@ class VLLMGenerator(Generator):
             for j, o in enumerate(outs):
                 yield start + j, o.outputs[0].text.strip()
 
-    def _generate(self, prompts: list[Messages], params: GenerationParams) -> list[str]:
-        out = [""] * len(prompts)
-        for i, text in self._iter_generate(prompts, params):
-            out[i] = text
-        return out
