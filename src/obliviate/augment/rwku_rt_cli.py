@@ -46,7 +46,7 @@ def run(args) -> int:
     from ..data.records import DataError
     from ..data.rwku import TextItem, load_rwku
     from ..data.sources import default_rwku_source
-    from ..generate.factory import apply_request_arguments, make_generator, parse_generator_spec
+    from ..generate.factory import generator_config_from_args, make_generator
     from ..io import Manifest, atomic_write_json, atomic_write_jsonl, check_outputs_do_not_replace_inputs
     from .rwku_rt import RejectionTuningConfig, generate_rt_questions
 
@@ -71,13 +71,7 @@ def run(args) -> int:
         if not items:
             raise DataError(f"RWKU target {t!r}: no intro")
         intros[items[0].subject or t] = items[0].text
-    spec = args.generator or f"transformers:{args.model}"
-    gcfg = parse_generator_spec(spec)
-    if gcfg.backend == "transformers":
-        gcfg.batch_size = args.batch_size
-    elif args.generator is None:
-        raise ConfigError("--generator: required")
-    apply_request_arguments(gcfg, args)
+    spec, gcfg = generator_config_from_args(args)
     out = Path(args.out)
     outputs = [out / n for n in ("forget_rt.jsonl", "rt_stats.json", "manifest.json")]
     check_outputs_do_not_replace_inputs([args.refusals, args.rwku_source], outputs)

@@ -62,7 +62,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..config import ConfigError
-    from ..generate.factory import apply_request_arguments, make_generator, parse_generator_spec
+    from ..generate.factory import generator_config_from_args, make_generator
     from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, check_outputs_do_not_replace_inputs
     from ..pipeline import resolve_records
     from .ulmr import UlmrAugmentConfig, augment_ulmr, render_report
@@ -76,13 +76,7 @@ def run(args) -> int:
                             include_original=args.include_original)
     cfg.validate()
     out = Path(args.out)
-    spec = args.generator or f"transformers:{args.model}"
-    gcfg = parse_generator_spec(spec)
-    if gcfg.backend == "transformers":
-        gcfg.batch_size = args.batch_size
-    elif args.generator is None:
-        raise ConfigError("--generator: required")
-    apply_request_arguments(gcfg, args)
+    spec, gcfg = generator_config_from_args(args)
     outputs = [out / n for n in ("forget_augmented.jsonl", "augment_stats.json", "augment_report.md", "manifest.json")]
     check_outputs_do_not_replace_inputs([args.forget, args.tofu_source], outputs)
     records = resolve_records(args.forget, tofu_source=args.tofu_source, rwku_source=args.rwku_source,

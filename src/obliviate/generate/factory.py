@@ -292,3 +292,17 @@ def apply_request_arguments(cfg: GeneratorConfig, args) -> GeneratorConfig:
             msg = msg.replace(f"generator.{fld}:", f"--{opt.replace('_', '-')}:")
         raise ConfigError(msg) from None
     return cfg
+
+
+def generator_config_from_args(args) -> tuple[str, GeneratorConfig]:
+    """The generator of an augment command: ``--generator`` (default ``transformers:<--model>``),
+    ``--batch-size`` for a transformers backend, and the ``--request-*`` options (validated).
+
+    Returns ``(spec, config)``.
+    """
+    spec = args.generator or f"transformers:{args.model}"
+    cfg = parse_generator_spec(spec)
+    if cfg.backend == "transformers":
+        cfg.batch_size = args.batch_size
+    apply_request_arguments(cfg, args)
+    return spec, cfg
