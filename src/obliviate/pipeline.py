@@ -136,7 +136,6 @@ class EvalConfig:
                 load_retain_truth_ratios(self.retain_result)  # fail before any heavy work
             except (OSError, ValueError) as e:
                 raise ConfigError(f"eval.retain_result: {e}") from None
-        self.__post_init__()
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("eval.max_new_tokens and eval.batch_size must be >= 1")
         if self.max_samples is not None and self.max_samples < 1:
