@@ -1,0 +1,407 @@
+"""Rebuild the papers' tables from the committed training data (issue #16), resumable step by step.
+
+    python benchmarks/reproduce.py [--parts tofu,audit] [--splits forget01] [--seeds 0,1,2]
+                                   [--data templates_none,templates_none_orig] [--quick]
+                                   [--work runs/reproduce] [--out benchmarks/results/reproduce]
+
+Every step is one ``obliviate`` command whose finished output is recognised by a marker file, so
+an interrupted run (a session that ends, Ctrl-C) continues where it stopped when the same command
+is run again; the wall time of every step, including those of earlier runs, is kept in
+``<work>/steps.json`` and written beside the tables (``commands.sh``, ``timings.json``).
+
+Parts:
+
+* ``tofu`` -- ULMR Table 3 on TOFU for each ``--splits`` entry. Base is the embedded
+  SmolLM2-135M-Instruct taught as TOFU does (full fine-tuning on the retain authors plus the
+  split's forget authors); Retraining is the same fine-tuning on the retain authors only. Both are
+  taught once per split (seed 0), as TOFU ships one fine-tuned and one retain model. For every
+  seed: GA, KL, DPO, NPO (``obliviate train --method NAME`` on Base, forget = tofu:<split>) and,
+  for every ``--data`` kind, ULMR: SFT on the committed pairs of ``benchmarks/data/
+  ulmr_tofu_<split>_<kind>`` (never regenerated here), then ``obliviate merge`` at every α.
+  Every model is evaluated with ``obliviate eval tofu`` against the Retraining model's truth
+  ratios. Tables: mean ± std over the seeds in the Table 3 layout (``tofu_<split>.md``), the step
+  count and final loss of every training run, and the loss curves (``loss_curves_<split>.png``).
+* ``audit`` -- ``obliviate audit`` of every model of the first seed of the ``tofu`` part (Base,
+  Retraining, the baselines, ULMR at two α), against Base and the Retraining reference, with one
+  shared folder so Base's and Retraining's attacks are run once; the table is ``obliviate report
+  --layout audit``.
+
+``--quick`` is a smoke run of the same code (one seed, GA and ULMR, one epoch, 8 eval items,
+two audit attacks) into ``<work>-quick`` / ``<out>-quick``.
+
+Hyperparameters: the presets' (ULMR §4.4: lr 1e-4, 5 epochs, batch 16; the TOFU baselines: 5
+epochs, batch 32), with a CPU-sized micro-batch of 8 and gradient accumulation to the preset's
+effective batch, and one learning rate per method given by ``--lr`` (default 1e-4 for every
+method: the baselines' TOFU value 1e-5 barely moves a model taught at 3e-4 within their 10
+optimizer steps, measured in benchmarks/results/tofu_comparison). Every deviation is in the
+commands that ``commands.sh`` lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import TOFU_DIR  # noqa: E402
+
+ROOT = HERE.parent
+DATA = Path("benchmarks") / "data"  # relative to ROOT, where every command runs
+#: TOFU teaching (Base / Retraining): full fine-tuning at a teaching learning rate
+TEACH = {"lr": 3e-4, "epochs": 4, "batch_size": 4, "max_length": 192}
+#: preset effective batch sizes (batch_size × grad_accum), kept with a CPU-sized micro-batch
+EFFECTIVE_BATCH = {"ga": 32, "kl": 32, "dpo": 32, "npo": 32, "graddiff": 32, "ulmr": 16}
+MICRO_BATCH = 8
+NAMES = {"ga": "GA", "kl": "KL", "dpo": "DPO", "npo": "NPO", "graddiff": "GradDiff"}
+DATA_LABEL = {"templates_none": "templates", "templates_none_orig": "templates+orig"}
+#: Table 3 columns: (label, metrics.json key, scale)
+TOFU_COLUMNS = [
+    ("Forget R", "forget_rouge", 100), ("Forget P", "forget_prob", 100), ("Forget TR", "forget_truth_ratio", 100),
+    ("Retain R", "retain_rouge", 100), ("Retain P", "retain_prob", 100), ("Retain TR", "retain_truth_ratio", 100),
+    ("Real Authors R", "real_authors_rouge", 100), ("Real Authors P", "real_authors_prob", 100),
+    ("Real Authors TR", "real_authors_truth_ratio", 100),
+    ("World Facts R", "world_facts_rouge", 100), ("World Facts P", "world_facts_prob", 100),
+    ("World Facts TR", "world_facts_truth_ratio", 100),
+    ("Forget Quality", "forget_quality", 1), ("Model Utility", "model_utility", 100),
+]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "obliviate.cli", *args]
+
+
+def _shown(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in ["obliviate", *cmd[3:]])
+
+
+class Steps:
+    """Runs CLI steps in order, skipping those whose marker exists; keeps every step's wall time in
+    ``<work>/steps.json`` (atomically rewritten after each step) so timings survive interruptions."""
+
+    def __init__(self, work: Path):
+        from obliviate.io import atomic_write_json
+
+        self._write = atomic_write_json
+        self.path = work / "steps.json"
+        self.times: dict[str, float] = json.loads(self.path.read_text())["seconds"] if self.path.is_file() else {}
+        self.log: list[dict] = []
+
+    def run(self, name: str, cmd: list[str], done: Path) -> None:
+        shown = _shown(cmd)
+        if done.exists():
+            print(f"[skip] {name}", flush=True)
+            self.log.append({"step": name, "command": shown, "seconds": self.times.get(shown), "skipped": True})
+            return
+        print(f"[run ] {name}: {shown}", flush=True)
+        t0 = time.time()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        dt = round(time.time() - t0, 1)
+        self.times[shown] = dt
+        self._write(self.path, {"seconds": self.times})
+        print(f"[done] {name}: {dt:.0f} s", flush=True)
+        self.log.append({"step": name, "command": shown, "seconds": dt, "skipped": False})
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in str(text).split(",") if x.strip()]
+
+
+def _lr_map(text: str, methods: list[str]) -> dict[str, float]:
+    """``"1e-4"`` (every method) or ``"ga=1e-4,ulmr=5e-5"`` (the rest keep 1e-4)."""
+    out = {m: 1e-4 for m in methods}
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            if k.strip() not in out:
+                raise SystemExit(f"--lr: unknown method {k!r} (methods: {', '.join(methods)})")
+            out[k.strip()] = float(v)
+        else:
+            out = {m: float(part) for m in out}
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _cell(values: list[float], scale: float) -> str:
+    if not values:
+        return "–"
+    m, s = mean_std([v * scale for v in values])
+    if scale == 1:  # forget quality: a p-value, shown in scientific notation when small
+        return f"{m:.3g} ± {s:.2g}" if len(values) > 1 else f"{m:.3g}"
+    return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
+
+
+def seed_table(rows: dict[str, list[dict]], columns=TOFU_COLUMNS) -> str:
+    """Markdown table: one row per method, each cell the mean ± std over that method's seeds."""
+    head = "| Method | seeds | " + " | ".join(c[0] for c in columns) + " |"
+    sep = "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |"
+    lines = [head, sep]
+    for name, ms in rows.items():
+        cells = [_cell([m[k] for m in ms if isinstance(m.get(k), (int, float))], sc) for _, k, sc in columns]
+        lines.append(f"| {name} | {len(ms)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """The loss rows of a ``train_log.jsonl`` (one per optimizer step)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return [r for r in rows if "loss" in r]
+
+
+def plot_loss_curves(curves: dict[str, list[dict]], path: Path) -> None:
+    """One panel per training run: loss against optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, rows in curves.items():
+        if rows:
+            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker=".", label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (the method's objective)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
+    """Train, merge and evaluate every TOFU row; returns {split: {"models": {...}, "table": path}}."""
+    from obliviate.data.sources import resolve_records
+    from obliviate.io import atomic_write_jsonl, atomic_write_text
+
+    src = ["--tofu-source", args.tofu_source]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    lrs = _lr_map(args.lr, methods + ["ulmr"])
+    alphas = _floats(args.alpha)
+    extra = ["--set", f"epochs={args.epochs}"] if args.epochs else []
+    result: dict = {}
+    for split in args.splits:
+        w = work / "tofu" / split
+        data = w / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        retain = resolve_records(f"tofu:full[0:{args.retain_authors}]", tofu_source=args.tofu_source)
+        forget = resolve_records(f"tofu:{split}", tofu_source=args.tofu_source)
+        if not (data / "teach.jsonl").is_file():
+            atomic_write_jsonl(data / "retain.jsonl", [x.to_dict() for x in retain])
+            atomic_write_jsonl(data / "teach.jsonl", [x.to_dict() for x in retain + forget])
+        teach = [a for k, v in {**TEACH, **({"epochs": args.epochs} if args.epochs else {})}.items()
+                 for a in ("--set", f"{k}={v}")]
+        base, retrain = w / "base", w / "retrain"
+        steps.run(f"{split} teach (Base)", _cli("train", "--method", "retrain", "--model", args.model,
+                                              "--retain", str(data / "teach.jsonl"), *teach, "--set", "seed=0",
+                                              "--out", str(base)), base / "model" / "config.json")
+        steps.run(f"{split} Retraining", _cli("train", "--method", "retrain", "--model", args.model,
+                                            "--retain", str(data / "retain.jsonl"), *teach, "--set", "seed=0",
+                                            "--out", str(retrain)), retrain / "model" / "config.json")
+        ev = w / "eval"
+        ev_args = ["--data-source", args.tofu_source, "--forget-split", split,
+                   "--max-samples", str(args.eval_max_samples), "--no-progress"]
+        steps.run(f"{split} eval Retraining", _cli("eval", "tofu", "--model", str(retrain / "model"), *ev_args,
+                                                 "--out", str(ev / "retraining")), ev / "retraining" / "metrics.json")
+
+        def evaluate(label: str, model: Path, folder: str) -> Path:
+            d = ev / folder
+            steps.run(f"{split} eval {label}", _cli("eval", "tofu", "--model", str(model), *ev_args,
+                                                    "--retain-result", str(ev / "retraining"), "--out", str(d)),
+                      d / "metrics.json")
+            return d
+
+        rows: dict[str, list[Path]] = {"Base": [evaluate("Base", base / "model", "base")],
+                                       "Retraining": [ev / "retraining"]}
+        models: dict[str, dict[int, Path]] = {"Base": {0: base / "model"}, "Retraining": {0: retrain / "model"}}
+        curves: dict[str, list[dict]] = {}
+        train_info: list[dict] = []
+        for seed in args.seeds:
+            for m in methods:
+                d = w / f"{m}_s{seed}"
+                eff = EFFECTIVE_BATCH.get(m, 32)
+                steps.run(f"{split} {NAMES.get(m, m)} seed {seed}",
+                          _cli("train", "--method", m, "--model", str(base / "model"), "--forget", f"tofu:{split}",
+                               "--retain", str(data / "retain.jsonl"), *src, "--set", f"lr={lrs[m]}",
+                               "--set", f"batch_size={MICRO_BATCH}", "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}",
+                               "--set", f"seed={seed}", *extra, "--out", str(d)), d / "model" / "config.json")
+                label = NAMES.get(m, m)
+                rows.setdefault(label, []).append(evaluate(f"{label} seed {seed}", d / "model", f"{m}_s{seed}"))
+                models.setdefault(label, {})[seed] = d / "model"
+                log = read_train_log(d / "train_log.jsonl")
+                train_info.append({"row": label, "seed": seed, "lr": lrs[m], "steps": log[-1]["step"] if log else None,
+                                   "final_loss": log[-1]["loss"] if log else None})
+                if seed == args.seeds[0]:
+                    curves[label] = log
+            for kind in args.data:
+                pairs = DATA / f"ulmr_tofu_{split}_{kind}" / "forget_augmented.jsonl"
+                if not (ROOT / pairs).is_file():
+                    raise SystemExit(f"{pairs}: committed ULMR data missing (build it with benchmarks/make_data.py)")
+                u = w / f"ulmr_{kind}_s{seed}"
+                eff = EFFECTIVE_BATCH["ulmr"]
+                steps.run(f"{split} ULMR[{kind}] train seed {seed}",
+                          _cli("train", "--method", "ulmr", "--model", str(base / "model"), "--forget", str(pairs),
+                               "--set", f"lr={lrs['ulmr']}", "--set", f"batch_size={MICRO_BATCH}",
+                               "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}", "--set", f"seed={seed}", *extra,
+                               "--out", str(u / "train")), u / "train" / "model" / "config.json")
+                log = read_train_log(u / "train" / "train_log.jsonl")
+                tag = DATA_LABEL.get(kind, kind)
+                train_info.append({"row": f"ULMR [{tag}]", "seed": seed, "lr": lrs["ulmr"],
+                                   "steps": log[-1]["step"] if log else None,
+                                   "final_loss": log[-1]["loss"] if log else None})
+                if seed == args.seeds[0]:
+                    curves[f"ULMR [{tag}]"] = log
+                for a in alphas:
+                    merged = u / f"merged_alpha_{a:g}"
+                    if a == 0:  # α = 0 is θ' itself: evaluate the fine-tuned model, no merge needed
+                        model = u / "train" / "model"
+                    else:
+                        steps.run(f"{split} ULMR[{kind}] merge α={a:g} seed {seed}",
+                                  _cli("merge", "--base", str(base / "model"), "--tuned", str(u / "train" / "model"),
+                                       "--alpha", f"{a:g}", "--out", str(merged)), merged / "merge.json")
+                        model = merged
+                    label = f"ULMR [{tag}] (α={a:g})"
+                    rows.setdefault(label, []).append(
+                        evaluate(f"{label} seed {seed}", model, f"ulmr_{kind}_a{a:g}_s{seed}"))
+                    models.setdefault(label, {})[seed] = model
+        metrics = {name: [json.loads((p / "metrics.json").read_text())["metrics"] for p in ps]
+                   for name, ps in rows.items()}
+        o = out / "tofu" if not args.quick else out
+        o.mkdir(parents=True, exist_ok=True)
+        plot_loss_curves(curves, o / f"loss_curves_{split}.png")
+        steps_lines = ["| Row | seed | lr | optimizer steps | final loss |", "| --- | ---: | ---: | ---: | ---: |"]
+        for t in train_info:
+            fl = "–" if t["final_loss"] is None else f"{t['final_loss']:.4g}"
+            steps_lines.append(f"| {t['row']} | {t['seed']} | {t['lr']:g} | {t['steps']} | {fl} |")
+        md = [f"# TOFU {split}: ULMR Table 3 layout, mean ± std over seeds {','.join(map(str, args.seeds))}", "",
+              f"Model: {args.model} taught on TOFU authors 0..{args.retain_authors - 1} + the {split} authors "
+              f"(Base); eval sets capped at {args.eval_max_samples} items; R / P / TR / Model Utility ×100.", "",
+              seed_table(metrics), "", "## Training runs", "", *steps_lines, "",
+              f"![loss curves](loss_curves_{split}.png)", ""]
+        atomic_write_text(o / f"tofu_{split}.md", "\n".join(md))
+        atomic_write_text(o / f"tofu_{split}.json", json.dumps({"metrics": metrics, "training": train_info,
+                                                                 "eval_dirs": {k: [str(p) for p in v] for k, v in rows.items()}},
+                                                                indent=1, default=str))
+        result[split] = {"models": models, "data": data, "base": base / "model", "retrain": retrain / "model"}
+        print(f"table: {o / f'tofu_{split}.md'}", flush=True)
+    return result
+
+
+def audit_part(args, steps: Steps, work: Path, out: Path, tofu: dict) -> None:
+    """``obliviate audit`` of every model of the first seed, then the audit table."""
+    from obliviate.io import atomic_write_text
+
+    for split, info in tofu.items():
+        a = work / "audit" / split
+        shared = a / "shared"
+        seed = args.seeds[0]
+        names, dirs = [], []
+        alphas = _floats(args.audit_alpha)
+        for label, by_seed in info["models"].items():
+            if label.startswith("ULMR") and not any(label.endswith(f"(α={x:g})") for x in alphas):
+                continue
+            model = by_seed.get(seed) or by_seed.get(0)
+            folder = a / label.lower().replace(" ", "_").replace("[", "").replace("]", "").replace("(", "") \
+                .replace(")", "").replace("=", "").replace("+", "_").replace("α", "a")
+            steps.run(f"{split} audit {label}",
+                      _cli("audit", "--model", str(model), "--base", str(info["base"]), "--reference",
+                           str(info["retrain"]), "--forget", f"tofu:{split}", "--retain", str(info["data"] / "retain.jsonl"),
+                           "--tofu-source", args.tofu_source, "--shared-dir", str(shared), "--label", label,
+                           "--seed", str(seed), "--max-samples", str(args.audit_max_samples),
+                           *(["--attacks", args.audit_attacks] if args.audit_attacks else []),
+                           "--no-progress", "--out", str(folder)), folder / "audit.json")
+            names.append(label)
+            dirs.append(str(folder))
+        o = (out / "audit" if not args.quick else out / "audit")
+        steps.run(f"{split} audit report", _cli("report", *dirs, "--layout", "audit", "--names", ",".join(names),
+                                                "--out", str(o / split)), o / split / "__never__")
+        atomic_write_text(o / split / "README.md", f"# Audit of every TOFU {split} row (seed {seed})\n\n"
+                          f"See `audit.md` (table) and the PNGs; made by `python benchmarks/reproduce.py "
+                          f"{' '.join(sys.argv[1:])}` (commands and wall times in ../../commands.sh).\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", default="tofu,audit", help="comma-separated: tofu, audit")
+    ap.add_argument("--work", default="runs/reproduce")
+    ap.add_argument("--out", default="benchmarks/results/reproduce")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--tofu-source", default=os.path.relpath(TOFU_DIR, ROOT))
+    ap.add_argument("--splits", default="forget01", help="TOFU forget splits (forget01,forget05)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--data", default="templates_none,templates_none_orig",
+                    help="committed ULMR data kinds (benchmarks/data/ulmr_tofu_<split>_<kind>)")
+    ap.add_argument("--methods", default="ga,kl,dpo,npo")
+    ap.add_argument("--lr", default="1e-4", help="one value, or method=value pairs")
+    ap.add_argument("--alpha", default="0,0.2,0.4,0.6", help="ULMR α sweep (weight of the Base model)")
+    ap.add_argument("--epochs", type=int, default=None, help="override every method's epochs (default: presets)")
+    ap.add_argument("--retain-authors", type=int, default=3)
+    ap.add_argument("--eval-max-samples", type=int, default=60)
+    ap.add_argument("--audit-alpha", default="0,0.4", help="the two ULMR α audited")
+    ap.add_argument("--audit-max-samples", type=int, default=20)
+    ap.add_argument("--audit-attacks", default=None, help="subset of attacks (default: all)")
+    ap.add_argument("--quick", action="store_true", help="smoke-run sizes into <work>-quick / <out>-quick")
+    args = ap.parse_args(argv)
+    os.chdir(ROOT)  # every path (--work, --out, the committed data) is relative to the repository root
+    args.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    args.data = [s.strip() for s in args.data.split(",") if s.strip()]
+    if args.quick:
+        args.work, args.out = args.work.rstrip("/") + "-quick", args.out.rstrip("/") + "-quick"
+        args.seeds, args.methods, args.data, args.epochs = args.seeds[:1], "ga", args.data[:1], 1
+        args.eval_max_samples, args.alpha, args.audit_alpha = 8, "0,0.4", "0.4"
+        args.audit_max_samples, args.audit_attacks = 5, "quantization,membership"
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - {"tofu", "audit"}
+    if unknown:
+        raise SystemExit(f"--parts: unknown {sorted(unknown)} (known: tofu, audit)")
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = Steps(work)
+    t0 = time.time()
+    tofu = tofu_part(args, steps, work, out)  # the audit needs its models (finished steps are skipped)
+    if "audit" in parts:
+        audit_part(args, steps, work, out, tofu)
+    write_record(args, steps, out, time.time() - t0)
+    return 0
+
+
+def write_record(args, steps: Steps, out: Path, seconds: float) -> None:
+    """``commands.sh`` (every command in order with its wall time) and ``timings.json``."""
+    from obliviate.io import atomic_write_json, atomic_write_text
+
+    made_by = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines = ["#!/usr/bin/env bash", f"# made by: {made_by}",
+             "# every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)",
+             "set -euo pipefail"]
+    total = 0.0
+    for s in steps.log:
+        sec = s["seconds"]
+        total += sec or 0
+        lines.append(f"# {s['step']}: {sec if sec is not None else '?'} s")
+        lines.append(s["command"])
+    atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
+    atomic_write_json(out / "timings.json", {"made_by": made_by, "this_invocation_seconds": round(seconds, 1),
+                                             "sum_of_step_seconds": round(total, 1), "steps": steps.log,
+                                             "teach": TEACH, "micro_batch": MICRO_BATCH})
+    print(f"total of steps {total:.0f} s (this invocation {seconds:.0f} s); record in {out / 'commands.sh'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
