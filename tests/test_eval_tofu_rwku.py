@@ -234,7 +234,7 @@ def test_eval_data_source_defaults_like_data_specs(tiny_model_dir, monkeypatch):
     """Without --data-source, eval tofu / rwku read where tofu:/rwku: specs read ($OBLIVIATE_*, ../shared/data)."""
     from obliviate.cli import build_parser
     from obliviate.data.sources import default_rwku_source, default_tofu_source
-    from obliviate.evals import rwku_cli, tofu_cli
+    from obliviate.commands import eval_rwku as rwku_cli, eval_tofu as tofu_cli
 
     monkeypatch.delenv("OBLIVIATE_TOFU", raising=False)
     monkeypatch.delenv("OBLIVIATE_RWKU", raising=False)
@@ -335,7 +335,7 @@ def test_generation_budgets_follow_the_references():
     import argparse
     import inspect
 
-    from obliviate.evals import rwku_cli, tofu_cli
+    from obliviate.commands import eval_rwku as rwku_cli, eval_tofu as tofu_cli
     from obliviate.evals.rwku import evaluate_rwku as er
     from obliviate.evals.tofu import DEFAULT_MAX_NEW_TOKENS
 

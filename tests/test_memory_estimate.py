@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from obliviate.commands.memory_estimate import main
 from obliviate.memory_estimate import (
-    GiB, MODEL_SHAPES, ModelShape, estimate_table, estimate_training_memory, lora_trainable_params, main,
+    GiB, MODEL_SHAPES, ModelShape, estimate_table, estimate_training_memory, lora_trainable_params,
 )
 
 SMALL = ModelShape(1e9, 2048, 16, 5632, 16, 16, 32000)

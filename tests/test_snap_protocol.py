@@ -160,7 +160,7 @@ def test_paper_settings_are_named():
 def test_cli_paper_setting(tmp_path):
     import argparse
 
-    from obliviate.augment.snap_cli import add_arguments, config_from_args
+    from obliviate.commands.augment_snap import add_arguments, config_from_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)

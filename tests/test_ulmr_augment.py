@@ -267,7 +267,7 @@ def test_include_original_adds_x_i_with_its_own_negative():
 
 
 def test_cli_filter_and_include_original_reach_the_manifest(tmp_path):
-    from obliviate.augment import ulmr_cli
+    from obliviate.commands import augment_ulmr as ulmr_cli
     import argparse
 
     p = argparse.ArgumentParser()

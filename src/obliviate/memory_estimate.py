@@ -20,11 +20,10 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 GiB = 2 ** 30
 
@@ -390,60 +389,22 @@ def estimate_table(estimates: Sequence[tuple[str, MemoryEstimate]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}") from e
+def estimate_grid(ranks: Sequence[int], gpus: Sequence[int], **kwargs) -> list[tuple[str, MemoryEstimate]]:
+    """One labelled :func:`estimate_training_memory` per (LoRA rank, GPU count), ranks outermost.
+
+    A rank of 0 means full fine-tuning (label ``"full FT, N GPU"``), any other rank LoRA
+    (``"LoRA r=R, N GPU"``); ``kwargs`` go to every estimate (``n_params``, ``model``, ``method``, ...).
+    Raises ``ValueError`` as :func:`estimate_training_memory` does.
+    """
+    out = []
+    for r in ranks:
+        for g in gpus:
+            e = estimate_training_memory(lora_rank=r or None, n_gpus=g, **kwargs)
+            out.append((f"{'LoRA r=' + str(r) if r else 'full FT'}, {g} GPU", e))
+    return out
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m obliviate.memory_estimate``: print per-GPU estimates as a Markdown table."""
-    p = argparse.ArgumentParser(prog="python -m obliviate.memory_estimate",
-                                description="Estimate per-GPU training memory (full FT vs LoRA, ZeRO).")
-    p.add_argument("--model", help=f"preset: {', '.join(sorted(MODEL_SHAPES))} (or an alias)")
-    p.add_argument("--params", type=float, help="parameter count, e.g. 8e9 (nearest preset's shapes)")
-    p.add_argument("--method", default="snap", choices=sorted(METHOD_PROFILES))
-    p.add_argument("--lora-rank", type=_int_list, default=None,
-                   help="LoRA rank(s); 0 means full fine-tuning, e.g. 0,16")
-    p.add_argument("--dtype", default="bf16", choices=DTYPES)
-    p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
-    p.add_argument("--gpus", type=_int_list, default=[1], help="comma list, e.g. 1,4,8")
-    p.add_argument("--zero-stage", type=int, default=0, choices=[0, 1, 2, 3])
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--batch", type=int, default=1, help="micro-batch per GPU per stream")
-    p.add_argument("--no-gradient-checkpointing", action="store_true")
-    p.add_argument("--reference-model", action="store_true", help="hold a frozen reference copy")
-    p.add_argument("--swd-mode", default="copy", choices=SWD_MODES,
-                   help="copy: θ_init kept (the regularizer's default, fresh directions, as the paper); "
-                        "fixed: fixed-projection cache (opt-in); none (default: %(default)s)")
-    p.add_argument("--attention", default="sdpa", choices=ATTENTION)
-    p.add_argument("--offload-optimizer", action="store_true")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    if not a.model and a.params is None:
-        p.error("give --model or --params")
-    ranks = a.lora_rank or [0]
-    ests = []
-    try:
-        for r in ranks:
-            for g in a.gpus:
-                e = estimate_training_memory(
-                    a.params, model=a.model, method=a.method, lora_rank=r or None, dtype=a.dtype,
-                    optimizer=a.optimizer, n_gpus=g, zero_stage=a.zero_stage, seq_len=a.seq_len, batch=a.batch,
-                    gradient_checkpointing=not a.no_gradient_checkpointing,
-                    reference_model=True if a.reference_model else None, swd_mode=a.swd_mode,
-                    attention=a.attention, offload_optimizer=a.offload_optimizer)
-                ests.append((f"{'LoRA r=' + str(r) if r else 'full FT'}, {g} GPU", e))
-    except ValueError as e:
-        p.error(str(e))
-    print(f"method={a.method} dtype={a.dtype} optimizer={a.optimizer} ZeRO-{a.zero_stage} "
-          f"seq_len={a.seq_len} batch/GPU={a.batch} gradient_checkpointing={not a.no_gradient_checkpointing}\n")
-    print(estimate_table(ests))
-    notes = sorted({n for _, e in ests for n in e.notes})
-    for n in notes:
-        print(f"- {n}")
-    return 0
+if __name__ == "__main__":  # ``python -m obliviate.memory_estimate``; the options live in obliviate.commands
+    from .commands.memory_estimate import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

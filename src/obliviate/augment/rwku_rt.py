@@ -149,6 +149,41 @@ def generate_rt_questions(target: str, intro: str, generator: Generator, *,
     return rows, stats
 
 
+def read_refusals(path: str) -> list[str]:
+    """The refusal answers of a text file, one per non-empty line (stripped), in file order.
+
+    Raises :class:`DataError` naming the file when it cannot be read or has no non-empty line.
+    """
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"--refusals: cannot read ({e})", source=path) from None
+    refusals = [ln.strip() for ln in lines if ln.strip()]
+    if not refusals:
+        raise DataError("--refusals: no non-empty line", source=path)
+    return refusals
+
+
+def load_target_intros(targets: Sequence[str], source) -> dict[str, str]:
+    """``{subject: intro}`` for each RWKU target (a name or folder name), read from ``source``.
+
+    The subject is RWKU's own name of the target (the intro's ``subject``, else the name given).
+    Every target is checked before the result is returned: an unknown target raises the loader's
+    :class:`DataError` (listing the known ones), one without an intro ``DataError("... no intro")``.
+    """
+    from ..data.rwku import TextItem, load_rwku
+
+    intros = {}
+    for t in targets:
+        items = [i for i in load_rwku(t, "intro", source) if isinstance(i, TextItem)]
+        if not items:
+            raise DataError(f"RWKU target {t!r}: no intro")
+        intros[items[0].subject or t] = items[0].text
+    return intros
+
+
 def rt_rows_to_records(rows: Sequence[dict]) -> list[QARecord]:
     """RT rows → :class:`QARecord` (question = generated question, answer = refusal) for the forget stream."""
     out = []

@@ -1,4 +1,15 @@
-"""One module per ``obliviate`` subcommand, each exposing ``register(subparsers)``."""
+"""The command-line layer: every argument parser of ``obliviate`` lives in this package.
+
+* ``<name>.py`` for each subcommand in :data:`obliviate.cli.COMMANDS`, exposing
+  ``register(subparsers)``;
+* ``augment_<method>.py`` / ``eval_<suite>.py`` for the sub-subcommands of ``augment`` and ``eval``
+  (see :func:`add_dispatch`), exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+* ``_args.py``: argument groups and argparse → library mappings several commands share;
+* ``memory_estimate.py``: the options of ``python -m obliviate.memory_estimate``.
+
+They map parsed options onto the library functions of the feature packages, which know nothing
+of argparse.
+"""
 
 from __future__ import annotations
 

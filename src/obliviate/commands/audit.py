@@ -26,7 +26,7 @@ def _csv(kind=str):
 
 
 def register(sub) -> None:
-    from ..evals.common import positive_int
+    from ._args import positive_int
 
     p = sub.add_parser(
         "audit", help="attack an unlearned model: relearning, quantization, prompts, membership inference",

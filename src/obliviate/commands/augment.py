@@ -5,8 +5,8 @@ from __future__ import annotations
 from . import add_dispatch
 
 #: subcommand -> module implementing ``add_arguments(parser)`` and ``run(args) -> int``
-METHODS = {"ulmr": "obliviate.augment.ulmr_cli", "snap": "obliviate.augment.snap_cli",
-           "rwku-rt": "obliviate.augment.rwku_rt_cli"}
+METHODS = {"ulmr": "obliviate.commands.augment_ulmr", "snap": "obliviate.commands.augment_snap",
+           "rwku-rt": "obliviate.commands.augment_rwku_rt"}
 
 
 def register(sub) -> None:

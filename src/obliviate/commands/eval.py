@@ -6,10 +6,10 @@ from . import add_dispatch
 
 #: subcommand -> module implementing ``add_arguments(parser)`` and ``run(args) -> int``
 SUITES = {
-    "tofu": "obliviate.evals.tofu_cli",
-    "rwku": "obliviate.evals.rwku_cli",
-    "refusal": "obliviate.evals.refusal_cli",
-    "lm-eval": "obliviate.evals.lm_eval_cli",
+    "tofu": "obliviate.commands.eval_tofu",
+    "rwku": "obliviate.commands.eval_rwku",
+    "refusal": "obliviate.commands.eval_refusal",
+    "lm-eval": "obliviate.commands.eval_lm_eval",
 }
 
 

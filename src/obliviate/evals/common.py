@@ -1,4 +1,4 @@
-"""Shared plumbing for the ``obliviate eval ...`` commands: arguments, model loading, run directory.
+"""Shared plumbing for the ``obliviate eval ...`` commands: run directory, manifest, tables.
 
 Every evaluation command writes the same four files into ``--out DIR`` (all atomically):
 
@@ -9,25 +9,13 @@ Every evaluation command writes the same four files into ``--out DIR`` (all atom
 * ``manifest.json`` — :class:`obliviate.io.Manifest` (command, config, package versions, inputs,
   wall time, peak memory).
 
-Typical use in a ``*_cli.py`` module::
-
-    def add_arguments(p):
-        add_model_arguments(p)
-        add_output_arguments(p)
-        add_batch_arguments(p, batch_size=16, max_new_tokens=64)
-
-    def run(args):
-        out = check_out_dir(args.out)            # validate before loading anything heavy
-        manifest = start_manifest(out, "eval tofu", args)
-        model, tok = load_model_from_args(args)
-        metrics, rows = evaluate_something(model, tok, ...)
-        write_eval_run(out, benchmark="tofu", metrics=metrics, rows=rows,
-                       report=metrics_report("TOFU", metrics), manifest=manifest, model=args.model)
+The command-line options these commands share (``--model``, ``--out``, ``--batch-size``, ...) and
+the model loading from them live in :mod:`obliviate.commands._args`; the commands themselves in
+``obliviate.commands.eval_*``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -36,14 +24,10 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 __all__ = [
-    "add_model_arguments",
-    "add_output_arguments",
-    "add_batch_arguments",
     "check_out_dir",
-    "positive_int",
+    "check_data_source",
     "resolve_system_prompt",
     "start_manifest",
-    "load_model_from_args",
     "to_jsonable",
     "markdown_table",
     "metrics_report",
@@ -53,52 +37,6 @@ __all__ = [
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.jsonl"
 REPORT_FILE = "report.md"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (the error names the value)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, *, flag: str = "--model", required: bool = True,
-                        help: str | None = None) -> None:
-    """Add ``--model`` (plus shared ``--dtype``, ``--device``, ``--trust-remote-code`` once)."""
-    parser.add_argument(flag, required=required, metavar="MODEL",
-                        help=help or "model to evaluate: 'smollm2-135m-instruct' (embedded default), an HF folder, "
-                                     "a .gguf file, a LoRA adapter folder or a hub id")
-    if not any("--dtype" in a.option_strings for a in parser._actions):
-        parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                            help="weights dtype (auto: bf16 on CUDA, fp32 on CPU)")
-        parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-        parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
-
-
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--out DIR`` (the run directory)."""
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="run directory for metrics.json, samples.jsonl, report.md, manifest.json")
-
-
-def add_batch_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 16, max_new_tokens: int = 64,
-                        max_samples: bool = True, system_prompt: bool = True) -> None:
-    """Add ``--batch-size``, ``--max-new-tokens``, ``--max-samples``, ``--system-prompt``."""
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
-                        help=f"sequences per forward / generate call (default {batch_size})")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens,
-                        help=f"greedy generation length (default {max_new_tokens})")
-    if max_samples:
-        parser.add_argument("--max-samples", type=positive_int, default=None,
-                            help="evaluate at most this many items per split (default: all)")
-    if system_prompt:
-        parser.add_argument("--system-prompt", default=None, metavar="TEXT",
-                            help="system prompt for every question (the Prompting baseline); "
-                                 "'@FILE' reads it from a file")
 
 
 def resolve_system_prompt(value: str | None) -> str | None:
@@ -122,16 +60,19 @@ def check_out_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def _args_config(args: argparse.Namespace | Mapping[str, Any] | None) -> dict:
+def _args_config(args: Any) -> dict:
+    """The recorded config: a mapping, or the attributes of an options object (e.g. parsed
+    command-line options), without callables."""
     if args is None:
         return {}
-    d = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+    d = dict(args) if isinstance(args, Mapping) else dict(vars(args))
     return {k: v for k, v in d.items() if not callable(v)}
 
 
-def start_manifest(out_dir: str | os.PathLike, command: str, args: argparse.Namespace | Mapping | None = None,
+def start_manifest(out_dir: str | os.PathLike, command: str, args: Any = None,
                    *, seed: int | None = None, inputs: Mapping[str, Any] | None = None) -> Manifest:
-    """Start the run's :class:`~obliviate.io.Manifest` (config = the parsed arguments, secrets redacted).
+    """Start the run's :class:`~obliviate.io.Manifest` (config = ``args``: a mapping or an options
+    object such as the parsed command-line arguments; secrets redacted).
 
     ``inputs`` maps names to files / folders / specs to hash (the ``model`` argument is added
     automatically when ``args`` has one). Refuses (before anything is written) an ``out_dir`` whose
@@ -150,15 +91,6 @@ def start_manifest(out_dir: str | os.PathLike, command: str, args: argparse.Name
     for name, value in (inputs or {}).items():
         m.add_input(name, value)
     return m
-
-
-def load_model_from_args(args: argparse.Namespace, *, attr: str = "model"):
-    """``load_model(args.<attr>, dtype=args.dtype, device=args.device, trust_remote_code=...)``."""
-    from ..models import load_model
-
-    return load_model(getattr(args, attr), dtype=getattr(args, "dtype", "auto"),
-                      device=getattr(args, "device", "auto"),
-                      trust_remote_code=getattr(args, "trust_remote_code", False))
 
 
 def to_jsonable(obj: Any) -> Any:

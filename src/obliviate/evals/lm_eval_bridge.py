@@ -313,3 +313,49 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | No
     for t, n in ((res or {}).get("n-samples") or {}).items():
         out["n_samples"][t] = n
     return out
+
+
+# ----------------------------------------------------------------------------- run outputs
+def add_preset_summaries(res: dict[str, Any], presets: Sequence[str],
+                         reference: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{preset: preset_summary(...)}`` for each preset over ``res["metrics"]`` (a :func:`run_lm_eval`
+    result); each summary's keys (e.g. ``snap_table2_avg`` / ``snap_table2_drop``) are also added to
+    ``res["metrics"]``."""
+    summaries = {}
+    for pr in presets:
+        summaries[pr] = preset_summary(res["metrics"], pr, reference)
+        res["metrics"].update(summaries[pr])
+    return summaries
+
+
+def result_rows(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The per-task rows of a :func:`run_lm_eval` result: ``(samples, table)``, where ``samples`` has
+    one row per task with all its metrics (``",none"`` filters dropped from the names) and ``table``
+    one ``{"task", "score" (the primary metric), "n" (effective documents)}`` per task."""
+    rows = [{"task": t, **{k.replace(",none", ""): v for k, v in m.items()}} for t, m in res["tasks"].items()]
+    table = [{"task": t, "score": res["metrics"].get(t), "n": (res["n_samples"].get(t) or {}).get("effective")}
+             for t in res["tasks"]]
+    return rows, table
+
+
+def lm_eval_report(res: dict[str, Any], table: Sequence[dict[str, Any]], summaries: dict[str, dict[str, Any]], *,
+                   model: str | None, limit: float | int | None, num_fewshot: int | None,
+                   reference: str | None = None) -> str:
+    """``report.md`` of an lm-eval run: the tasks run and skipped, the settings, the score table
+    (:func:`result_rows`), each preset's average (in percent; with its change against the run named
+    ``reference``), and why each skipped task was skipped."""
+    from .common import markdown_table
+
+    report = ["# lm-evaluation-harness", "", f"- **model**: {model}",
+              f"- **tasks run**: {', '.join(res['tasks']) or 'none'}",
+              f"- **skipped** (data unreachable): {', '.join(res['skipped']) or 'none'}",
+              f"- **limit**: {limit}  **num_fewshot**: {num_fewshot}", "",
+              markdown_table(table) if table else "_no task ran_\n"]
+    for pr, sm in summaries.items():
+        avg, drop = sm.values()
+        report.append(f"- **{pr}** average: {'–' if avg is None else f'{100 * avg:.2f}'}"
+                      + ("" if drop is None else f" ({100 * drop:+.1f}% vs the reference {reference})")
+                      + ("" if avg is not None else " (not every task of the preset ran)"))
+    for t, reason in res["skipped"].items():
+        report.append(f"- skipped `{t}`: {reason}")
+    return "\n".join(report) + "\n"

@@ -15,8 +15,8 @@ import argparse
 import sys
 
 from ..config import ConfigError
-from .common import (add_model_arguments, add_output_arguments, check_out_dir, load_model_from_args,
-                     markdown_table, positive_int, start_manifest, write_eval_run)
+from ..evals.common import check_out_dir, start_manifest, write_eval_run
+from ._args import add_model_arguments, add_output_arguments, load_model_from_args, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``obliviate eval lm-eval``; returns the exit code (0 also when some tasks were skipped)."""
-    from .lm_eval_bridge import (PRESET_FEWSHOT, LmEvalUnavailable, expand_tasks, preset_summary,
-                                 read_lm_eval_metrics, require_lm_eval, run_lm_eval, write_rwku_tasks)
+    from ..evals.lm_eval_bridge import (PRESET_FEWSHOT, LmEvalUnavailable, add_preset_summaries, expand_tasks,
+                                        lm_eval_report, read_lm_eval_metrics, require_lm_eval, result_rows,
+                                        run_lm_eval, write_rwku_tasks)
 
     tasks, presets = expand_tasks([t.strip() for t in (args.tasks or "").split(",") if t.strip()])
     num_fewshot = args.num_fewshot
@@ -85,26 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from e
     for t, reason in res["skipped"].items():
         print(f"obliviate eval lm-eval: skipped task {t}: its data could not be loaded ({reason})", file=sys.stderr)
-    summaries = {}
-    for pr in presets:
-        summaries[pr] = preset_summary(res["metrics"], pr, reference)
-        res["metrics"].update(summaries[pr])
-    rows = [{"task": t, **{k.replace(",none", ""): v for k, v in m.items()}} for t, m in res["tasks"].items()]
-    table = [{"task": t, "score": res["metrics"].get(t), "n": (res["n_samples"].get(t) or {}).get("effective")}
-             for t in res["tasks"]]
-    report = ["# lm-evaluation-harness", "", f"- **model**: {args.model}",
-              f"- **tasks run**: {', '.join(res['tasks']) or 'none'}",
-              f"- **skipped** (data unreachable): {', '.join(res['skipped']) or 'none'}",
-              f"- **limit**: {limit}  **num_fewshot**: {num_fewshot}", "",
-              markdown_table(table) if table else "_no task ran_\n"]
-    for pr, sm in summaries.items():
-        avg, drop = sm.values()
-        report.append(f"- **{pr}** average: {'–' if avg is None else f'{100 * avg:.2f}'}"
-                      + ("" if drop is None else f" ({100 * drop:+.1f}% vs the reference {args.reference})")
-                      + ("" if avg is not None else " (not every task of the preset ran)"))
-    for t, reason in res["skipped"].items():
-        report.append(f"- skipped `{t}`: {reason}")
-    write_eval_run(out, benchmark="lm-eval", metrics=res["metrics"], rows=rows, report="\n".join(report) + "\n",
+    summaries = add_preset_summaries(res, presets, reference)
+    rows, table = result_rows(res)
+    report = lm_eval_report(res, table, summaries, model=args.model, limit=limit, num_fewshot=num_fewshot,
+                            reference=args.reference)
+    write_eval_run(out, benchmark="lm-eval", metrics=res["metrics"], rows=rows, report=report,
                    manifest=manifest, model=args.model,
                    extra={"skipped": res["skipped"], "n_samples": res["n_samples"], "tasks": res["tasks"],
                           "offline": res["offline"], "lm_eval_version": res["lm_eval_version"],

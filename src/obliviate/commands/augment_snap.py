@@ -9,12 +9,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .snap import NEGATIVE_CATEGORIES, PAPER_SETTINGS, RETAIN_CATEGORIES, SnapAugmentConfig
+from ..augment.snap import NEGATIVE_CATEGORIES, PAPER_SETTINGS, RETAIN_CATEGORIES, SnapAugmentConfig
+from ._args import add_request_arguments
 
 DEFAULT_GENERATOR = "transformers:smollm2-135m-instruct"
-#: the files ``augment snap`` writes into ``--out``
-SNAP_OUTPUTS = ("forget_train.jsonl", "forget_eval.jsonl", "forget_eval_multihop.jsonl", "retain_train.jsonl",
-                "retain_eval.jsonl", "dedup_report.json", "augment_report.md", "manifest.json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--answer-generator", default=None, metavar="SPEC",
                    help="generator of the hard-retaining answers (default: --generator); e.g. the model being "
                         "unlearned, greedy, beside --generator templates (which cannot answer questions)")
-    from ..generate.factory import add_request_arguments
-
     add_request_arguments(g)
     g.add_argument("--cache-dir", type=Path, default=None, help="generation cache (default OUT/cache)")
     g.add_argument("--no-cache", action="store_true", help="do not cache generations (no resume)")
@@ -97,10 +93,11 @@ def config_from_args(args: argparse.Namespace) -> SnapAugmentConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the SNAP augmentation and print the per-file counts."""
+    from ..augment.snap import OUTPUT_FILES, augment_snap
     from ..config import ConfigError
-    from ..generate.factory import REQUEST_OPTIONS, apply_request_arguments, make_generator, parse_generator_spec
+    from ..generate.factory import make_generator, parse_generator_spec
     from ..io import check_outputs_do_not_replace_inputs
-    from .snap import augment_snap
+    from ._args import REQUEST_OPTIONS, apply_request_arguments
 
     cfg = config_from_args(args)
     if args.generator and args.model:
@@ -116,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             apply_request_arguments(c, args)
     inputs = [cfg.sentence_model] + [c.model for c in gcfgs if c.backend != "openai"]
     inputs += [v for c in gcfgs for k, v in c.engine_kwargs.items() if k in ("bank", "entities")]
-    check_outputs_do_not_replace_inputs(inputs, [args.out / n for n in SNAP_OUTPUTS])
+    check_outputs_do_not_replace_inputs(inputs, [args.out / n for n in OUTPUT_FILES])
     cache_dir = None if args.no_cache else (args.cache_dir or args.out / "cache")
     gen = make_generator(gcfgs[0], cache_dir=cache_dir, progress=True)
     answer_gen = make_generator(gcfgs[1], cache_dir=cache_dir, progress=True) if len(gcfgs) > 1 else None

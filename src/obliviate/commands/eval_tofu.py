@@ -10,8 +10,8 @@ import argparse
 import gc
 import time
 
-from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_data_source, check_out_dir,
-                     load_model_from_args, resolve_system_prompt, start_manifest, write_eval_run)
+from ..evals.common import check_data_source, check_out_dir, resolve_system_prompt, start_manifest, write_eval_run
+from ._args import add_batch_arguments, add_model_arguments, add_output_arguments, load_model_from_args
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 DEFAULT_SOURCE = "locuslab/TOFU"
@@ -19,7 +19,7 @@ DEFAULT_SOURCE = "locuslab/TOFU"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``obliviate eval tofu``."""
-    from .tofu import DEFAULT_MAX_NEW_TOKENS, TOFU_SETS
+    from ..evals.tofu import DEFAULT_MAX_NEW_TOKENS, TOFU_SETS
 
     add_model_arguments(p)
     add_output_arguments(p)
@@ -47,7 +47,7 @@ def _validate(args) -> list[str]:
         args.data_source = default_tofu_source()
     from ..config import ConfigError
     from ..models import resolve_model_path
-    from .tofu import TOFU_SETS
+    from ..evals.tofu import TOFU_SETS
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     bad = [s for s in sets if s not in TOFU_SETS]
@@ -55,7 +55,7 @@ def _validate(args) -> list[str]:
         raise ConfigError(f"--sets: unknown set(s) {bad or args.sets!r}; allowed: {', '.join(TOFU_SETS)}")
     check_data_source(args.data_source, "TOFU")
     if args.retain_result:
-        from .tofu import load_retain_truth_ratios
+        from ..evals.tofu import load_retain_truth_ratios
 
         load_retain_truth_ratios(args.retain_result)  # fail now, not after scoring
     if args.model:
@@ -67,7 +67,7 @@ def _validate(args) -> list[str]:
 
 def run(args) -> int:
     """Run ``obliviate eval tofu``: validate, evaluate, write the run directory."""
-    from .tofu import evaluate_tofu, forget_truth_ratios, tofu_report
+    from ..evals.tofu import evaluate_tofu, forget_truth_ratios, tofu_report
 
     sets = _validate(args)
     system = resolve_system_prompt(args.system_prompt)

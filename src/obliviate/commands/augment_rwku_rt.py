@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._args import add_request_arguments
+
 
 def add_arguments(p) -> None:
     """Options of ``obliviate augment rwku-rt``."""
@@ -32,8 +34,6 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size (transformers backend)")
     p.add_argument("--cache-dir", default=None, help="generation cache folder (default: OUT/cache)")
     p.add_argument("--no-progress", action="store_true")
-    from ..generate.factory import add_request_arguments
-
     add_request_arguments(p)
 
 
@@ -42,35 +42,21 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    from ..augment.rwku_rt import RejectionTuningConfig, generate_rt_questions, load_target_intros, read_refusals
     from ..config import ConfigError
-    from ..data.records import DataError
-    from ..data.rwku import TextItem, load_rwku
     from ..data.sources import default_rwku_source
-    from ..generate.factory import generator_config_from_args, make_generator
+    from ..generate.factory import make_generator
     from ..io import Manifest, atomic_write_json, atomic_write_jsonl, check_outputs_do_not_replace_inputs
-    from .rwku_rt import RejectionTuningConfig, generate_rt_questions
+    from ._args import generator_config_from_args
 
     t0 = time.time()
     cfg = RejectionTuningConfig(n_questions=args.n_questions, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, max_retries=args.max_retries, dedup=args.dedup,
                                 seed=args.seed)
     cfg.validate()
-    refusals = None
-    if args.refusals:
-        try:
-            lines = Path(args.refusals).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise DataError(f"--refusals: cannot read ({e})", source=args.refusals) from None
-        refusals = [ln.strip() for ln in lines if ln.strip()]
-        if not refusals:
-            raise DataError("--refusals: no non-empty line", source=args.refusals)
+    refusals = read_refusals(args.refusals) if args.refusals else None
     source = args.rwku_source or default_rwku_source()
-    intros = {}
-    for t in args.target:  # validate every target before loading a model
-        items = [i for i in load_rwku(t, "intro", source) if isinstance(i, TextItem)]
-        if not items:
-            raise DataError(f"RWKU target {t!r}: no intro")
-        intros[items[0].subject or t] = items[0].text
+    intros = load_target_intros(args.target, source)  # validate every target before loading a model
     spec, gcfg = generator_config_from_args(args)
     out = Path(args.out)
     outputs = [out / n for n in ("forget_rt.jsonl", "rt_stats.json", "manifest.json")]

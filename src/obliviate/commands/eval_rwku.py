@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import (add_batch_arguments, add_model_arguments, add_output_arguments, check_data_source, check_out_dir,
-                     load_model_from_args, positive_int, resolve_system_prompt, start_manifest, write_eval_run)
+from ..evals.common import check_data_source, check_out_dir, resolve_system_prompt, start_manifest, write_eval_run
+from ._args import add_batch_arguments, add_model_arguments, add_output_arguments, load_model_from_args, positive_int
 
 DEFAULT_SOURCE = "jinzhuoran/RWKU"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``obliviate eval rwku``."""
-    from .rwku import BBH_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS, FLUENCY_MAX_NEW_TOKENS, RWKU_UTILITY
+    from ..evals.rwku import BBH_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS, FLUENCY_MAX_NEW_TOKENS, RWKU_UTILITY
 
     add_model_arguments(p)
     p.add_argument("--target", required=True, metavar="NAME",
@@ -45,7 +45,7 @@ def _validate(args) -> list[str]:
     from ..config import ConfigError
     from ..data.rwku import resolve_rwku_target
     from ..models import resolve_model_path
-    from .rwku import RWKU_UTILITY
+    from ..evals.rwku import RWKU_UTILITY
 
     raw = [u.strip() for u in args.utility.split(",") if u.strip()]
     util = [] if raw == ["none"] else raw
@@ -61,7 +61,7 @@ def _validate(args) -> list[str]:
 
 def run(args) -> int:
     """Run ``obliviate eval rwku``: validate, evaluate, write the run directory."""
-    from .rwku import evaluate_rwku, rwku_report
+    from ..evals.rwku import evaluate_rwku, rwku_report
 
     util = _validate(args)
     system = resolve_system_prompt(args.system_prompt)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from ._args import add_request_arguments
+
 
 def add_arguments(p) -> None:
     """Options of ``obliviate augment ulmr``."""
@@ -31,8 +33,6 @@ def add_arguments(p) -> None:
     p.add_argument("--generator", default=None,
                    help="generator spec: transformers:<model>, openai:<base_url>#<model>, vllm:<model> "
                         "(default: transformers:<--model>, i.e. the model being unlearned)")
-    from ..generate.factory import add_request_arguments
-
     add_request_arguments(p)
     p.add_argument("--tofu-source", default=None,
                    help="where tofu:<split> reads TOFU (hub id or folder; default: $OBLIVIATE_TOFU, ../shared/data/tofu "
@@ -61,11 +61,12 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    from ..augment.ulmr import UlmrAugmentConfig, augment_ulmr, render_report
     from ..config import ConfigError
-    from ..generate.factory import generator_config_from_args, make_generator
+    from ..generate.factory import make_generator
     from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, check_outputs_do_not_replace_inputs
     from ..pipeline import resolve_records
-    from .ulmr import UlmrAugmentConfig, augment_ulmr, render_report
+    from ._args import generator_config_from_args
 
     t0 = time.time()
     cfg = UlmrAugmentConfig(n_rewrites=args.n_rewrites, max_retries=args.max_retries, temperature=args.temperature,
