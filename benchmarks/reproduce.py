@@ -6,8 +6,13 @@
 
 Every step is one ``obliviate`` command whose finished output is recognised by a marker file, so
 an interrupted run (a session that ends, Ctrl-C) continues where it stopped when the same command
-is run again; the wall time of every step, including those of earlier runs, is kept in
-``<work>/steps.json`` and written beside the tables (``commands.sh``, ``timings.json``).
+is run again. What a step measured (each evaluation's ``metrics.json``, each training run's
+``train_log.jsonl``, each ``audit.json``) is also copied into the committed output folder
+(``<out>/tofu/runs/<split>/``, ``<out>/audit/<split>/``), so a fresh checkout without the
+``<work>`` models continues too: an archived step is restored instead of run, and a model is
+re-trained only for a measurement that is still missing. The wall time of every step, including
+those of earlier runs, is kept in ``<out>/steps.json`` and written beside the tables
+(``commands.sh``, ``timings.json``).
 
 Parts:
 
@@ -83,31 +88,82 @@ def _shown(cmd: list[str]) -> str:
 
 
 class Steps:
-    """Runs CLI steps in order, skipping those whose marker exists; keeps every step's wall time in
-    ``<work>/steps.json`` (atomically rewritten after each step) so timings survive interruptions."""
+    """Runs CLI steps in order and keeps what they produced across sessions.
 
-    def __init__(self, work: Path):
+    A step is skipped when its marker file exists in the work folder (this session's models), or
+    when every file it archives is already in the committed archive: those copies are restored
+    into the work folder instead of running it (a new checkout has the committed results but no
+    models). A step runs its ``needs`` (other steps, e.g. the training run an evaluation scores)
+    only when it has to run itself, so a resumed run re-trains a model only for an evaluation that
+    is still missing. Every step's wall time is kept in ``steps.json`` beside the tables
+    (atomically rewritten after each step), so timings survive interruptions too."""
+
+    def __init__(self, record: Path):
         from obliviate.io import atomic_write_json
 
         self._write = atomic_write_json
-        self.path = work / "steps.json"
+        self.path = record / "steps.json"
         self.times: dict[str, float] = json.loads(self.path.read_text())["seconds"] if self.path.is_file() else {}
         self.log: list[dict] = []
+        self._logged: set[str] = set()
 
-    def run(self, name: str, cmd: list[str], done: Path) -> None:
+    def _note(self, name: str, shown: str, seconds, how: str) -> None:
+        if name not in self._logged:
+            self._logged.add(name)
+            self.log.append({"step": name, "command": shown, "seconds": seconds, "skipped": how != "ran",
+                             "how": how})
+
+    def run(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
+            needs: tuple = (), keep: dict[Path, Path] | None = None) -> str:
+        """Run ``cmd`` unless finished (``done`` exists) or archived; returns ``ran``, ``done`` or
+        ``restored``. ``archive`` maps produced files to their committed copies (which stand for
+        the step when present); ``keep`` files are copied out too but never stand for the step
+        (a training run's log: the model it writes cannot be committed)."""
+        import shutil
+
         shown = _shown(cmd)
+        copies = {**(archive or {}), **(keep or {})}
+        archive = archive or {}
         if done.exists():
-            print(f"[skip] {name}", flush=True)
-            self.log.append({"step": name, "command": shown, "seconds": self.times.get(shown), "skipped": True})
-            return
+            for src, dst in copies.items():
+                if src.is_file() and not dst.is_file():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+            self._note(name, shown, self.times.get(shown), "done")
+            return "done"
+        if archive and all(dst.is_file() for dst in archive.values()):
+            for src, dst in archive.items():
+                src.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(dst, src)
+            print(f"[skip] {name} (restored from {next(iter(archive.values())).parent})", flush=True)
+            self._note(name, shown, self.times.get(shown), "restored")
+            return "restored"
+        for need in needs:
+            need()
         print(f"[run ] {name}: {shown}", flush=True)
         t0 = time.time()
         subprocess.run(cmd, check=True, cwd=ROOT)
         dt = round(time.time() - t0, 1)
         self.times[shown] = dt
         self._write(self.path, {"seconds": self.times})
+        for src, dst in copies.items():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
         print(f"[done] {name}: {dt:.0f} s", flush=True)
-        self.log.append({"step": name, "command": shown, "seconds": dt, "skipped": False})
+        self._note(name, shown, dt, "ran")
+        return "ran"
+
+    def step(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
+             needs: tuple = (), keep: dict[Path, Path] | None = None):
+        """A deferred :meth:`run`: a callable that runs the step (once) when called."""
+        state: dict = {}
+
+        def ensure() -> None:
+            if "how" not in state:
+                state["how"] = self.run(name, cmd, done, archive, needs, keep)
+        return ensure
 
 
 def _floats(text: str) -> list[float]:
@@ -185,7 +241,12 @@ def plot_loss_curves(curves: dict[str, list[dict]], path: Path) -> None:
 
 
 def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
-    """Train, merge and evaluate every TOFU row; returns {split: {"models": {...}, "table": path}}."""
+    """Train, merge and evaluate every TOFU row; returns {split: {"models": {...}, ...}}.
+
+    Every evaluation's ``metrics.json`` and every training run's ``train_log.jsonl`` is copied into
+    the committed archive ``<out>/tofu/runs/<split>/``; a row whose evaluation is archived is not
+    re-trained (see :class:`Steps`). ``models`` maps each row to ``{seed: (model path, ensure)}``,
+    ``ensure`` the deferred steps that (re)build that model when the audit needs it."""
     from obliviate.data.sources import resolve_records
     from obliviate.io import atomic_write_jsonl, atomic_write_text
 
@@ -194,9 +255,11 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
     lrs = _lr_map(args.lr, methods + ["ulmr"])
     alphas = _floats(args.alpha)
     extra = ["--set", f"epochs={args.epochs}"] if args.epochs else []
+    o = out / "tofu" if not args.quick else out
     result: dict = {}
     for split in args.splits:
         w = work / "tofu" / split
+        arch = o / "runs" / split
         data = w / "data"
         data.mkdir(parents=True, exist_ok=True)
         retain = resolve_records(f"tofu:full[0:{args.retain_authors}]", tofu_source=args.tofu_source)
@@ -207,81 +270,97 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
         teach = [a for k, v in {**TEACH, **({"epochs": args.epochs} if args.epochs else {})}.items()
                  for a in ("--set", f"{k}={v}")]
         base, retrain = w / "base", w / "retrain"
-        steps.run(f"{split} teach (Base)", _cli("train", "--method", "retrain", "--model", args.model,
-                                              "--retain", str(data / "teach.jsonl"), *teach, "--set", "seed=0",
-                                              "--out", str(base)), base / "model" / "config.json")
-        steps.run(f"{split} Retraining", _cli("train", "--method", "retrain", "--model", args.model,
-                                            "--retain", str(data / "retain.jsonl"), *teach, "--set", "seed=0",
-                                            "--out", str(retrain)), retrain / "model" / "config.json")
+        need_base = steps.step(f"{split} teach (Base)", _cli("train", "--method", "retrain", "--model", args.model,
+                                                         "--retain", str(data / "teach.jsonl"), *teach, "--set",
+                                                         "seed=0", "--out", str(base)), base / "model" / "config.json")
+        need_retrain = steps.step(f"{split} Retraining", _cli("train", "--method", "retrain", "--model", args.model,
+                                                          "--retain", str(data / "retain.jsonl"), *teach, "--set",
+                                                          "seed=0", "--out", str(retrain)),
+                                  retrain / "model" / "config.json")
         ev = w / "eval"
         ev_args = ["--data-source", args.tofu_source, "--forget-split", split,
                    "--max-samples", str(args.eval_max_samples), "--no-progress"]
-        steps.run(f"{split} eval Retraining", _cli("eval", "tofu", "--model", str(retrain / "model"), *ev_args,
-                                                 "--out", str(ev / "retraining")), ev / "retraining" / "metrics.json")
 
-        def evaluate(label: str, model: Path, folder: str) -> Path:
+        def archived(folder: str, name: str) -> dict[Path, Path]:
+            return {ev / folder / name: arch / folder / name}
+
+        steps.run(f"{split} eval Retraining", _cli("eval", "tofu", "--model", str(retrain / "model"), *ev_args,
+                                                 "--out", str(ev / "retraining")), ev / "retraining" / "metrics.json",
+                  archive=archived("retraining", "metrics.json"), needs=(need_retrain,))
+
+        def evaluate(label: str, model: Path, folder: str, needs: tuple) -> Path:
             d = ev / folder
             steps.run(f"{split} eval {label}", _cli("eval", "tofu", "--model", str(model), *ev_args,
                                                     "--retain-result", str(ev / "retraining"), "--out", str(d)),
-                      d / "metrics.json")
+                      d / "metrics.json", archive=archived(folder, "metrics.json"), needs=needs)
             return d
 
-        rows: dict[str, list[Path]] = {"Base": [evaluate("Base", base / "model", "base")],
+        def train_log(run: str, path: Path) -> list[dict]:
+            return read_train_log(path if path.is_file() else arch / run / "train_log.jsonl")
+
+        rows: dict[str, list[Path]] = {"Base": [evaluate("Base", base / "model", "base", (need_base,))],
                                        "Retraining": [ev / "retraining"]}
-        models: dict[str, dict[int, Path]] = {"Base": {0: base / "model"}, "Retraining": {0: retrain / "model"}}
+        models: dict[str, dict[int, tuple]] = {"Base": {0: (base / "model", need_base)},
+                                               "Retraining": {0: (retrain / "model", need_retrain)}}
         curves: dict[str, list[dict]] = {}
         train_info: list[dict] = []
+
+        def note_training(label: str, seed: int, lr: float, log: list[dict]) -> None:
+            train_info.append({"row": label, "seed": seed, "lr": lr, "steps": log[-1]["step"] if log else None,
+                               "final_loss": log[-1]["loss"] if log else None})
+            if len(log) > 1 and label not in curves:  # the first seed with a whole curve
+                curves[label] = log
+
         for seed in args.seeds:
             for m in methods:
                 d = w / f"{m}_s{seed}"
                 eff = EFFECTIVE_BATCH.get(m, 32)
-                steps.run(f"{split} {NAMES.get(m, m)} seed {seed}",
-                          _cli("train", "--method", m, "--model", str(base / "model"), "--forget", f"tofu:{split}",
-                               "--retain", str(data / "retain.jsonl"), *src, "--set", f"lr={lrs[m]}",
-                               "--set", f"batch_size={MICRO_BATCH}", "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}",
-                               "--set", f"seed={seed}", *extra, "--out", str(d)), d / "model" / "config.json")
                 label = NAMES.get(m, m)
-                rows.setdefault(label, []).append(evaluate(f"{label} seed {seed}", d / "model", f"{m}_s{seed}"))
-                models.setdefault(label, {})[seed] = d / "model"
-                log = read_train_log(d / "train_log.jsonl")
-                train_info.append({"row": label, "seed": seed, "lr": lrs[m], "steps": log[-1]["step"] if log else None,
-                                   "final_loss": log[-1]["loss"] if log else None})
-                if seed == args.seeds[0]:
-                    curves[label] = log
+                need = steps.step(f"{split} {label} seed {seed}",
+                                  _cli("train", "--method", m, "--model", str(base / "model"), "--forget",
+                                       f"tofu:{split}", "--retain", str(data / "retain.jsonl"), *src,
+                                       "--set", f"lr={lrs[m]}", "--set", f"batch_size={MICRO_BATCH}",
+                                       "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}",
+                                       "--set", f"seed={seed}", *extra, "--out", str(d)), d / "model" / "config.json",
+                                  needs=(need_base,),
+                                  keep={d / "train_log.jsonl": arch / f"{m}_s{seed}" / "train_log.jsonl"})
+                rows.setdefault(label, []).append(evaluate(f"{label} seed {seed}", d / "model", f"{m}_s{seed}",
+                                                           (need,)))
+                models.setdefault(label, {})[seed] = (d / "model", need)
+                note_training(label, seed, lrs[m], train_log(f"{m}_s{seed}", d / "train_log.jsonl"))
             for kind in args.data:
                 pairs = DATA / f"ulmr_tofu_{split}_{kind}" / "forget_augmented.jsonl"
                 if not (ROOT / pairs).is_file():
                     raise SystemExit(f"{pairs}: committed ULMR data missing (build it with benchmarks/make_data.py)")
-                u = w / f"ulmr_{kind}_s{seed}"
+                run = f"ulmr_{kind}_s{seed}"
+                u = w / run
                 eff = EFFECTIVE_BATCH["ulmr"]
-                steps.run(f"{split} ULMR[{kind}] train seed {seed}",
-                          _cli("train", "--method", "ulmr", "--model", str(base / "model"), "--forget", str(pairs),
-                               "--set", f"lr={lrs['ulmr']}", "--set", f"batch_size={MICRO_BATCH}",
-                               "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}", "--set", f"seed={seed}", *extra,
-                               "--out", str(u / "train")), u / "train" / "model" / "config.json")
-                log = read_train_log(u / "train" / "train_log.jsonl")
+                need_train = steps.step(f"{split} ULMR[{kind}] train seed {seed}",
+                                        _cli("train", "--method", "ulmr", "--model", str(base / "model"), "--forget",
+                                             str(pairs), "--set", f"lr={lrs['ulmr']}",
+                                             "--set", f"batch_size={MICRO_BATCH}",
+                                             "--set", f"grad_accum={max(1, eff // MICRO_BATCH)}",
+                                             "--set", f"seed={seed}", *extra, "--out", str(u / "train")),
+                                        u / "train" / "model" / "config.json", needs=(need_base,),
+                                        keep={u / "train" / "train_log.jsonl": arch / run / "train_log.jsonl"})
                 tag = DATA_LABEL.get(kind, kind)
-                train_info.append({"row": f"ULMR [{tag}]", "seed": seed, "lr": lrs["ulmr"],
-                                   "steps": log[-1]["step"] if log else None,
-                                   "final_loss": log[-1]["loss"] if log else None})
-                if seed == args.seeds[0]:
-                    curves[f"ULMR [{tag}]"] = log
                 for a in alphas:
                     merged = u / f"merged_alpha_{a:g}"
                     if a == 0:  # α = 0 is θ' itself: evaluate the fine-tuned model, no merge needed
-                        model = u / "train" / "model"
+                        model, need = u / "train" / "model", need_train
                     else:
-                        steps.run(f"{split} ULMR[{kind}] merge α={a:g} seed {seed}",
-                                  _cli("merge", "--base", str(base / "model"), "--tuned", str(u / "train" / "model"),
-                                       "--alpha", f"{a:g}", "--out", str(merged)), merged / "merge.json")
+                        need = steps.step(f"{split} ULMR[{kind}] merge α={a:g} seed {seed}",
+                                          _cli("merge", "--base", str(base / "model"), "--tuned",
+                                               str(u / "train" / "model"), "--alpha", f"{a:g}", "--out", str(merged)),
+                                          merged / "merge.json", needs=(need_base, need_train))
                         model = merged
                     label = f"ULMR [{tag}] (α={a:g})"
                     rows.setdefault(label, []).append(
-                        evaluate(f"{label} seed {seed}", model, f"ulmr_{kind}_a{a:g}_s{seed}"))
-                    models.setdefault(label, {})[seed] = model
+                        evaluate(f"{label} seed {seed}", model, f"ulmr_{kind}_a{a:g}_s{seed}", (need,)))
+                    models.setdefault(label, {})[seed] = (model, need)
+                note_training(f"ULMR [{tag}]", seed, lrs["ulmr"], train_log(run, u / "train" / "train_log.jsonl"))
         metrics = {name: [json.loads((p / "metrics.json").read_text())["metrics"] for p in ps]
                    for name, ps in rows.items()}
-        o = out / "tofu" if not args.quick else out
         o.mkdir(parents=True, exist_ok=True)
         plot_loss_curves(curves, o / f"loss_curves_{split}.png")
         steps_lines = ["| Row | seed | lr | optimizer steps | final loss |", "| --- | ---: | ---: | ---: | ---: |"]
@@ -290,14 +369,16 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
             steps_lines.append(f"| {t['row']} | {t['seed']} | {t['lr']:g} | {t['steps']} | {fl} |")
         md = [f"# TOFU {split}: ULMR Table 3 layout, mean ± std over seeds {','.join(map(str, args.seeds))}", "",
               f"Model: {args.model} taught on TOFU authors 0..{args.retain_authors - 1} + the {split} authors "
-              f"(Base); eval sets capped at {args.eval_max_samples} items; R / P / TR / Model Utility ×100.", "",
+              f"(Base); eval sets capped at {args.eval_max_samples} items; R / P / TR / Model Utility ×100. "
+              "Base and Retraining are taught once (seed 0); the seeds vary the unlearning runs.", "",
               seed_table(metrics), "", "## Training runs", "", *steps_lines, "",
               f"![loss curves](loss_curves_{split}.png)", ""]
         atomic_write_text(o / f"tofu_{split}.md", "\n".join(md))
         atomic_write_text(o / f"tofu_{split}.json", json.dumps({"metrics": metrics, "training": train_info,
                                                                  "eval_dirs": {k: [str(p) for p in v] for k, v in rows.items()}},
                                                                 indent=1, default=str))
-        result[split] = {"models": models, "data": data, "base": base / "model", "retrain": retrain / "model"}
+        result[split] = {"models": models, "data": data, "base": base / "model", "retrain": retrain / "model",
+                         "need_base": need_base, "need_retrain": need_retrain}
         print(f"table: {o / f'tofu_{split}.md'}", flush=True)
     return result
 
@@ -312,22 +393,25 @@ def audit_part(args, steps: Steps, work: Path, out: Path, tofu: dict) -> None:
         seed = args.seeds[0]
         names, dirs = [], []
         alphas = _floats(args.audit_alpha)
+        o = out / "audit"
         for label, by_seed in info["models"].items():
             if label.startswith("ULMR") and not any(label.endswith(f"(α={x:g})") for x in alphas):
                 continue
-            model = by_seed.get(seed) or by_seed.get(0)
-            folder = a / label.lower().replace(" ", "_").replace("[", "").replace("]", "").replace("(", "") \
+            model, need_model = by_seed.get(seed) or by_seed.get(0)
+            name = label.lower().replace(" ", "_").replace("[", "").replace("]", "").replace("(", "") \
                 .replace(")", "").replace("=", "").replace("+", "_").replace("α", "a")
+            folder = a / name
             steps.run(f"{split} audit {label}",
                       _cli("audit", "--model", str(model), "--base", str(info["base"]), "--reference",
                            str(info["retrain"]), "--forget", f"tofu:{split}", "--retain", str(info["data"] / "retain.jsonl"),
                            "--tofu-source", args.tofu_source, "--shared-dir", str(shared), "--label", label,
                            "--seed", str(seed), "--max-samples", str(args.audit_max_samples),
                            *(["--attacks", args.audit_attacks] if args.audit_attacks else []),
-                           "--no-progress", "--out", str(folder)), folder / "audit.json")
+                           "--no-progress", "--out", str(folder)), folder / "audit.json",
+                      archive={folder / "audit.json": o / split / name / "audit.json"},
+                      needs=(info["need_base"], info["need_retrain"], need_model))
             names.append(label)
             dirs.append(str(folder))
-        o = (out / "audit" if not args.quick else out / "audit")
         steps.run(f"{split} audit report", _cli("report", *dirs, "--layout", "audit", "--names", ",".join(names),
                                                 "--out", str(o / split)), o / split / "__never__")
         atomic_write_text(o / split / "README.md", f"# Audit of every TOFU {split} row (seed {seed})\n\n"
@@ -373,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    steps = Steps(work)
+    steps = Steps(out)
     t0 = time.time()
     tofu = tofu_part(args, steps, work, out)  # the audit needs its models (finished steps are skipped)
     if "audit" in parts:
