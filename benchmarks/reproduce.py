@@ -240,6 +240,22 @@ def plot_loss_curves(curves: dict[str, list[dict]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def plot_tofu_frontier(metrics: dict[str, list[dict]], path: Path) -> None:
+    """The forget-vs-utility frontier of the table's rows (seed means), one point per method and α."""
+    import re
+
+    from obliviate.report import Run, plot_frontier
+
+    runs = []
+    for name, ms in metrics.items():
+        keys = {k for m in ms for k, v in m.items() if isinstance(v, (int, float))}
+        mean = {k: statistics.fmean([m[k] for m in ms if isinstance(m.get(k), (int, float))]) for k in keys}
+        a = re.search(r"\(α=([0-9.]+)\)", name)
+        runs.append(Run(name=name, path=path.parent, alpha=float(a.group(1)) if a else None,
+                        method=name.split(" (α")[0] if a else None, results={"tofu": mean}))
+    plot_frontier("tofu", runs, path)
+
+
 def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
     """Train, merge and evaluate every TOFU row; returns {split: {"models": {...}, ...}}.
 
@@ -363,6 +379,7 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
                    for name, ps in rows.items()}
         o.mkdir(parents=True, exist_ok=True)
         plot_loss_curves(curves, o / f"loss_curves_{split}.png")
+        plot_tofu_frontier(metrics, o / f"frontier_{split}.png")
         steps_lines = ["| Row | seed | lr | optimizer steps | final loss |", "| --- | ---: | ---: | ---: | ---: |"]
         for t in train_info:
             fl = "–" if t["final_loss"] is None else f"{t['final_loss']:.4g}"
@@ -372,7 +389,8 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
               f"(Base); eval sets capped at {args.eval_max_samples} items; R / P / TR / Model Utility ×100. "
               "Base and Retraining are taught once (seed 0); the seeds vary the unlearning runs.", "",
               seed_table(metrics), "", "## Training runs", "", *steps_lines, "",
-              f"![loss curves](loss_curves_{split}.png)", ""]
+              f"![loss curves](loss_curves_{split}.png)", "",
+              "## Forgetting vs utility (mean over the seeds)", "", f"![frontier](frontier_{split}.png)", ""]
         atomic_write_text(o / f"tofu_{split}.md", "\n".join(md))
         atomic_write_text(o / f"tofu_{split}.json", json.dumps({"metrics": metrics, "training": train_info,
                                                                  "eval_dirs": {k: [str(p) for p in v] for k, v in rows.items()}},

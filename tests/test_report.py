@@ -215,3 +215,32 @@ def test_report_cli_accepts_snap_table2_layout(tmp_path, capsys):
     orig = _run(tmp_path / "orig", "lm-eval", dict(SNAP_T2))
     assert main(["report", str(orig), "--out", str(tmp_path / "r"), "--layout", "snap-table2", "--no-plots"]) == 0
     assert "55.98" in capsys.readouterr().out
+
+
+def test_frontier_marks_dominated_runs_and_is_plotted(tmp_path):
+    from obliviate.report import frontier_points
+
+    d = tmp_path / "f"
+    dirs = [
+        _run(d / "a0", "tofu", {"forget_rouge": 0.10, "model_utility": 0.20},
+             {"command": "merge", "config": {"method": "ulmr", "merge": {"alpha": 0.0}}}),
+        _run(d / "a4", "tofu", {"forget_rouge": 0.20, "model_utility": 0.40},
+             {"command": "merge", "config": {"method": "ulmr", "merge": {"alpha": 0.4}}}),
+        _run(d / "ga", "tofu", {"forget_rouge": 0.45, "model_utility": 0.30}, {"command": "eval tofu", "method": "ga"}),
+        _run(d / "kl", "tofu", {"forget_rouge": 0.50, "model_utility": 0.50}, {"command": "eval tofu", "method": "kl"}),
+    ]
+    runs_ = [read_run(p) for p in dirs]
+    pts = {p["name"]: p for p in frontier_points("tofu", runs_)}
+    assert pts["ga"]["on_frontier"] is False  # α=0.4 forgets more and keeps more utility
+    assert all(pts[n]["on_frontier"] for n in pts if n != "ga")
+    assert pts["ga"]["forget"] == pytest.approx(45.0)
+    # SNAP: higher UA is more forgetting
+    s = [read_run(_run(d / "s1", "refusal", {"UA": 0.9, "TA": 0.8})),
+         read_run(_run(d / "s2", "refusal", {"UA": 0.5, "TA": 0.7}))]
+    sp = {p["name"]: p["on_frontier"] for p in frontier_points("snap", s)}
+    assert sp == {"s1": True, "s2": False}
+    out = tmp_path / "rep"
+    rep = build_report(dirs, out, layout="tofu")
+    _png_ok(out / "tofu_frontier.png")
+    assert "tofu_frontier.png" in rep["files"] and len(rep["frontier"]["tofu"]) == 4
+    assert "tofu_frontier.png" in (out / "report.md").read_text()

@@ -526,6 +526,89 @@ def plot_tradeoff(layout: str, runs: Sequence[Run], path: Path) -> Path | None:
     return path
 
 
+#: per layout, whether a lower forget metric (x of the trade-off) means more forgetting
+FORGET_LOWER_IS_BETTER = {"tofu": True, "rwku": True, "snap": False}
+
+
+def frontier_points(layout: str, runs: Sequence[Run]) -> list[dict]:
+    """One point per run holding both trade-off metrics of ``layout``: ``{name, method, alpha, forget,
+    utility, on_frontier}`` (values ×100). ``on_frontier`` marks the Pareto-optimal runs: no other run
+    forgets at least as much *and* keeps at least as much utility, better in one of the two (less forget
+    ROUGE for TOFU / RWKU, more UA for SNAP; more utility: Model Utility, MMLU, TA)."""
+    spec = LAYOUTS[layout]
+    if not spec.get("tradeoff"):
+        return []
+    kx, ky = spec["tradeoff"]
+    lower = FORGET_LOWER_IS_BETTER.get(layout, True)
+    pts = []
+    for r in runs:
+        x, y = r.value(spec["benchmark"], kx), r.value(spec["benchmark"], ky)
+        if x is not None and y is not None:
+            pts.append({"name": r.name, "method": r.method, "alpha": r.alpha, "forget": 100 * x, "utility": 100 * y})
+
+    def forgets_more_or_equal(a, b):  # a forgets at least as much as b
+        return a["forget"] <= b["forget"] if lower else a["forget"] >= b["forget"]
+
+    for p in pts:
+        p["on_frontier"] = not any(
+            q is not p and forgets_more_or_equal(q, p) and q["utility"] >= p["utility"]
+            and (q["forget"] != p["forget"] or q["utility"] != p["utility"]) for q in pts)
+    return pts
+
+
+def runs_from_report(path: str | os.PathLike) -> list[Run]:
+    """The runs of a written ``report.json`` (name, α, method, metrics), so a committed report can be
+    re-plotted without the run folders it was made from."""
+    p = Path(path)
+    data = _read_json(p, "report")
+    return [Run(name=r["name"], path=Path(r.get("path") or p.parent), alpha=r.get("alpha"), method=r.get("method"),
+                results=r.get("metrics") or {}, sources=r.get("sources") or {}) for r in data.get("runs", [])]
+
+
+def plot_frontier(layout: str, runs: Sequence[Run], path: Path) -> Path | None:
+    """Forget-vs-utility frontier across methods: one point per run (method and α), the α points of a
+    method joined in α order, the Pareto-optimal runs joined by a dashed line; PNG, or None with fewer
+    than two runs holding both metrics."""
+    pts = frontier_points(layout, runs)
+    if len(pts) < 2:
+        return None
+    spec = LAYOUTS[layout]
+    kx, ky = spec["tradeoff"]
+    lower = FORGET_LOWER_IS_BETTER.get(layout, True)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    groups: dict[str, list[dict]] = {}
+    for p in pts:
+        # an α sweep of one method is one line: its method, else its name without the "(α=…)" suffix
+        key = (p["method"] or p["name"].split(" (α")[0]) if p["alpha"] is not None else p["name"]
+        groups.setdefault(key, []).append(p)
+    for key, ps in groups.items():
+        ps = sorted(ps, key=lambda p: (p["alpha"] is None, p["alpha"] or 0.0))
+        style = "-o" if len(ps) > 1 else "o"
+        ax.plot([p["forget"] for p in ps], [p["utility"] for p in ps], style, label=key, markersize=7)
+        for p in ps:
+            text = p["name"] if p["alpha"] is None or len(ps) == 1 else f"α={p['alpha']:g}"
+            ax.annotate(text, (p["forget"], p["utility"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = sorted((p for p in pts if p["on_frontier"]), key=lambda p: p["forget"])
+    if len(front) > 1:
+        ax.plot([p["forget"] for p in front], [p["utility"] for p in front], "--", color="grey", linewidth=1,
+                label="Pareto frontier")
+    xl = kx if isinstance(kx, str) else kx[0]
+    yl = ky if isinstance(ky, str) else ky[0]
+    ax.set_xlabel(f"{xl} (%) — {'lower' if lower else 'higher'} = more forgetting")
+    ax.set_ylabel(f"{yl} (%) — higher = more utility kept")
+    if lower:
+        ax.invert_xaxis()  # more forgetting to the right, more utility up: the good corner is top right
+    ax.set_title(f"{spec['title']}: forgetting vs utility", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 # ----------------------------------------------------------------------------- the command
 def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, layout: str = "auto",
                  names: Sequence[str] | None = None, plots: bool = True,
@@ -561,12 +644,15 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     for lay in layouts:
         table = build_table(lay, runs, reference=reference)
         report["tables"][lay] = {k: table[k] for k in ("title", "benchmark", "columns", "rows", "values")}
+        if frontier_points(lay, runs):
+            report.setdefault("frontier", {})[lay] = frontier_points(lay, runs)
         tmd = table_markdown(table)
         md.append(tmd)
         stem = lay.replace("-", "_")
         files = [atomic_write_text(out / f"{stem}.md", tmd), atomic_write_text(out / f"{stem}.csv", table_csv(table))]
         if plots:
-            for p in (plot_bars(table, out / f"{stem}_bars.png"), plot_tradeoff(lay, runs, out / f"{stem}_alpha.png")):
+            for p in (plot_bars(table, out / f"{stem}_bars.png"), plot_tradeoff(lay, runs, out / f"{stem}_alpha.png"),
+                      plot_frontier(lay, runs, out / f"{stem}_frontier.png")):
                 if p is not None:
                     files.append(p)
                     md.append(f"![{p.stem}]({p.name})\n")
