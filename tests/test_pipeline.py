@@ -60,6 +60,9 @@ def test_tiny_end_to_end_run_and_resume(run_config, tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "run" and manifest["stages"]["train"] == "done"
     assert "merged_alpha_0.5" in (out / "report.md").read_text()
+    for model in ("train/model", "merge/alpha_0.5"):  # the model cards carry the run's evaluation
+        card = (out / model / "README.md").read_text()
+        assert "## Evaluation" in card and "forget_rouge" in card, model
     first = capsys.readouterr().out
     assert "run directory" in first
     # the second run finds every stage's output and redoes nothing

@@ -16,7 +16,7 @@ import sys
 from . import __version__
 
 #: Pipeline order, as shown by ``obliviate --help``.
-COMMANDS = ["models", "augment", "train", "merge", "eval", "audit", "report", "run", "demo"]
+COMMANDS = ["models", "augment", "train", "merge", "eval", "audit", "report", "run", "demo", "push"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ then applies to the base model, so an α sweep needs no full-model copies.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -38,6 +39,8 @@ from tqdm.auto import tqdm
 from .config import ConfigError
 from .io import Manifest, atomic_write_json
 
+log = logging.getLogger(__name__)
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -45,7 +48,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: files that are weights and never copied from the base folder
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
 #: non-weight files copied from the base folder (config, generation config, tokenizer, template)
-_SKIP_COPY = {INDEX_NAME, "manifest.json", "report.md", "SOURCE.txt", "merge.json"}
+_SKIP_COPY = {INDEX_NAME, "manifest.json", "report.md", "SOURCE.txt", "merge.json", "README.md"}  # own card below
 
 _ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -633,8 +636,9 @@ def merge_models(base: str | os.PathLike, tuned: str | os.PathLike, alpha: float
     Checks first: α in [0, 1]; the output overlaps neither input; same tensor names (tied
     embeddings allowed on either side), shapes and dtypes; same tokenizer. Config, generation
     config, tokenizer and chat-template files are copied from ``base``. Each output folder is
-    built in a temporary sibling and renamed into place, with a ``manifest.json`` and
-    ``merge.json`` (α, inputs, formula).
+    built in a temporary sibling and renamed into place, with a ``manifest.json``,
+    ``merge.json`` (α, inputs, formula) and a ``README.md`` model card (:mod:`obliviate.modelcard`;
+    the base folder's own card is not copied).
     """
     alphas = parse_alphas(alpha)
     base_dir = _resolve_folder(base, "base")
@@ -700,6 +704,15 @@ def merge_models(base: str | os.PathLike, tuned: str | os.PathLike, alpha: float
             m.add_input("tuned", tuned_dir)
             m.add_output(target)
             m.write(merge=info, merge_time_s=round(time.time() - t0, 3))
+            from .modelcard import merge_card_info, try_write_model_card
+
+            try:
+                card = merge_card_info(base, tuned_dir, a, kind)
+            except Exception as e:  # noqa: BLE001 - the card never breaks a save
+                card = None
+                log.warning("model card skipped: %s: %s", type(e).__name__, e)
+            if card is not None:
+                try_write_model_card(tmp, card, evaluations={})  # a fresh model has no evaluation yet
 
         results.append(_atomic_dir(target, build, overwrite=overwrite))
     return results if sweep else results[0]

@@ -19,8 +19,8 @@ Layout of ``out``::
 
     config.yaml  manifest.json  report.md  metrics.json
     augment/   forget_augmented.jsonl  augment_report.md  augment_stats.json  cache/
-    train/     model/  train_log.jsonl  config.yaml  manifest.json
-    merge/     alpha_<α>/  (safetensors model + tokenizer + merge.json + manifest.json)
+    train/     model/ (+ README.md model card)  train_log.jsonl  config.yaml  manifest.json
+    merge/     alpha_<α>/  (safetensors model + tokenizer + merge.json + manifest.json + README.md)
     eval/      <model label>/metrics.json  generations.jsonl
 
 A finished stage is reused only when the ``stage.json`` beside its output (the stage's config fields
@@ -742,6 +742,14 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, force: bool = False) 
         stages["audit"] = ", ".join(audited) or "no unlearned model"
     else:
         stages["audit"] = "not requested"
+    # 6. model cards: add this run's evaluation to the README.md of the trained and merged models
+    #    (rewritten only when it changed, so a resumed run leaves the model folders untouched)
+    if cfg.eval.suite != "none" or cfg.eval.audit is not None:
+        from .modelcard import try_write_model_card
+
+        for model_dir in ([trained] if trained is not None else []) + list(merged.values()):
+            if _is_model_dir(Path(model_dir)):
+                try_write_model_card(model_dir)
     info["wall_time_s"] = time.time() - t0
     atomic_write_json(out / "metrics.json", results)
     atomic_write_text(out / "report.md", render_run_report(cfg, results, info))

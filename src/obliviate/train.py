@@ -631,9 +631,11 @@ def _latest_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def _save_final(trainer, tokenizer, out: Path, note: dict) -> Path:
+def _save_final(trainer, tokenizer, out: Path, note: dict, card: dict | None = None) -> Path:
     """Save the trained model (full: safetensors; LoRA: the adapter) + tokenizer into ``out/model`` atomically.
 
+    ``card`` (:func:`obliviate.modelcard.build_model_card` arguments) is written as the folder's
+    ``README.md`` model card before the folder is renamed into place; a card that fails only warns.
     Refuses (:class:`TrainingDivergedError`) when any weight is NaN or infinite: a broken model is never saved.
     """
     trainer.check_finite(weights=True, where="after the last step")
@@ -650,6 +652,10 @@ def _save_final(trainer, tokenizer, out: Path, note: dict) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: keep the model folder pickle-free
         (tmp / "obliviate_model.json").write_text(json.dumps(note, indent=2, default=str) + "\n")
+        if card is not None:
+            from .modelcard import try_write_model_card
+
+            try_write_model_card(tmp, card, evaluations={})  # a fresh model has no evaluation yet
         old = None
         if final.exists():
             old = out / f".model.old-{os.getpid()}"
@@ -834,7 +840,16 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
 
     note = {"method": cfg.method, "base_model": base_name, "lora": cfg.lora is not None,
             "terms": [f"{t.weight:g}·{t.name}" for t in terms] + [f"{r.weight:g}·{r.name}" for r in regularizers]}
-    final = _save_final(trainer, tokenizer, out, note)
+    card = None
+    try:  # the model card's inputs; its data part (counts and hashes, never text) is kept in the note too
+        from .modelcard import describe_data, train_card_info
+
+        note["data"] = describe_data(streams, inputs)
+        note["base_model_id"] = spec or getattr(getattr(model, "config", None), "_name_or_path", "") or None
+        card = train_card_info({**note, "base_model": note["base_model_id"]}, to_dict(cfg))
+    except Exception as e:  # noqa: BLE001 - the card never breaks a save
+        log.warning("model card skipped: %s: %s", type(e).__name__, e)
+    final = _save_final(trainer, tokenizer, out, note, card)
     if trainer.is_world_process_zero():
         if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
             ckpt_dir.rmdir()

@@ -11,7 +11,8 @@ def register(sub) -> None:
         description="Train a model with an unlearning method's loss terms. The method's preset gives the defaults; "
                     "--config (YAML of TrainConfig fields) and --set key=value override them. Data files: JSON, "
                     "JSONL, CSV or a saved HF dataset with question/answer fields, or tofu:<split> "
-                    "(e.g. tofu:forget01, tofu:full[0:4]) or rwku:<target>[:<split>]. Writes DIR/model, DIR/train_log.jsonl, DIR/config.yaml, DIR/manifest.json.")
+                    "(e.g. tofu:forget01, tofu:full[0:4]) or rwku:<target>[:<split>]. Writes DIR/model (with a "
+                    "README.md model card), DIR/train_log.jsonl, DIR/config.yaml, DIR/manifest.json.")
     p.add_argument("--method", help="method preset name (see --list)")
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="hub id, HF folder, .gguf file or the embedded default (default: %(default)s)")
