@@ -125,9 +125,12 @@ def test_eval_budget_follows_the_suite_convention():
     from obliviate.pipeline import EvalConfig
 
     assert DEFAULT_MAX_NEW_TOKENS == 200
-    assert EvalConfig(suite="tofu").max_new_tokens == 200
-    assert EvalConfig(suite="rouge").max_new_tokens == 64
-    assert EvalConfig(suite="tofu", max_new_tokens=32).max_new_tokens == 32
+    assert EvalConfig(suite="tofu").answer_budget("tofu") == 200
+    assert EvalConfig(suite="rouge").answer_budget("rouge") == 64
+    assert EvalConfig(suite="tofu", max_new_tokens=32).answer_budget("tofu") == 32
+    ev = EvalConfig()  # suite auto: rouge for QA requests, SNAP's refusal suite (128 tokens) for targets
+    assert ev.resolved_suite("qa") == "rouge" and ev.resolved_suite("target") == "refusal"
+    assert ev.answer_budget(ev.resolved_suite("target")) == 128
 
 
 def test_run_audit_stage_audits_each_unlearned_model(run_config, tmp_path):

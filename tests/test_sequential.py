@@ -56,7 +56,7 @@ def test_sequential_two_targets(tiny_model_dir, two_targets, tmp_path):
     steps = res["steps"]
     assert [s["label"] for s in steps] == ["initial", "Peter Parker", "Bruce Wayne"]
     assert [s["forgotten"] for s in steps] == [[], ["Peter Parker"], ["Peter Parker", "Bruce Wayne"]]
-    for d in ("step_00_initial", "step_01_peter_parker", "step_02_bruce_wayne"):
+    for d in ("eval/base", "step_01_peter_parker/eval/trained", "step_02_bruce_wayne/eval/trained"):
         m = json.loads((out / d / "metrics.json").read_text())
         # every step evaluates every target (forgotten and pending) + TA once
         assert set(m["per_target"]) == {"Peter Parker", "Bruce Wayne"}
@@ -64,9 +64,9 @@ def test_sequential_two_targets(tiny_model_dir, two_targets, tmp_path):
         rows = read_jsonl(out / d / "responses.jsonl")
         assert len(rows) == 2 * 3 + 2  # forget + multihop + retain per target, general
     # step 2 started from step 1's model
-    log2 = json.loads((out / "step_02_bruce_wayne" / "manifest.json").read_text())
-    assert str(out / "step_01_peter_parker" / "model") in json.dumps(log2["inputs"])
-    t1 = read_jsonl(out / "step_01_peter_parker" / "train_log.jsonl")
+    log2 = json.loads((out / "step_02_bruce_wayne" / "train" / "manifest.json").read_text())
+    assert str(out / "step_01_peter_parker" / "train" / "model") in json.dumps(log2["inputs"])
+    t1 = read_jsonl(out / "step_01_peter_parker" / "train" / "train_log.jsonl")
     assert any("reg_swd" in r for r in t1)  # the sliced Wasserstein term was in the loss
     # pending targets are tracked separately
     assert steps[1]["UA_pending"] == steps[1]["per_target"]["Bruce Wayne"]["UA"]
@@ -87,11 +87,11 @@ def test_batch_two_targets(tiny_model_dir, two_targets, tmp_path):
     cfg["train"].pop("regularizer_args")
     res = run_snap_pipeline(cfg, out)
     assert [s["label"] for s in res["steps"]] == ["batch"]
-    man = json.loads((out / "batch" / "manifest.json").read_text())
+    man = json.loads((out / "train" / "manifest.json").read_text())
     assert man["streams"] == {"forget": 4, "retain": 2}  # both targets' data in one run
-    t = read_jsonl(out / "batch" / "train_log.jsonl")
+    t = read_jsonl(out / "train" / "train_log.jsonl")
     assert any("reg_euclidean" in r for r in t)
-    assert res["metrics"]["mode"] == "batch" and (out / "batch" / "model").is_dir()
+    assert res["metrics"]["mode"] == "batch" and (out / "train" / "model").is_dir()
 
 
 def test_aggregate_means_and_pending():
@@ -124,15 +124,17 @@ def test_config_errors(tiny_model_dir, two_targets, tmp_path):
         load_target_data("X", tmp_path / "empty")
 
 
-def test_single_target_lora_merges_for_next_step(tiny_model_dir, two_targets, tmp_path):
+def test_sequential_lora_merges_each_step_for_the_next(tiny_model_dir, two_targets, tmp_path):
     a, b, general = two_targets
-    cfg = _cfg(tiny_model_dir, a, b, general, mode="single")
-    cfg["targets"] = cfg["targets"][:1]
+    cfg = _cfg(tiny_model_dir, a, b, general, mode="sequential")
     cfg["train"]["lora"] = {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
     cfg["train"]["regularizer_args"] = {"n_projections": 4, "mode": "fresh"}
     cfg["eval"].update(evaluate_initial=False, general=None)
     res = run_snap_pipeline(cfg, tmp_path / "lora")
-    merged = tmp_path / "lora" / "batch" / "merged_model"
-    assert (merged / "config.json").is_file() and (tmp_path / "lora" / "batch" / "model" / "adapter_config.json").is_file()
-    assert res["metrics"]["final_model"] == str(merged)
+    s1, s2 = tmp_path / "lora" / "step_01_peter_parker", tmp_path / "lora" / "step_02_bruce_wayne"
+    assert (s1 / "train" / "model" / "adapter_config.json").is_file()
+    assert (s1 / "train" / "merged_model" / "config.json").is_file()  # the adapter merged: step 2's start
+    man = json.loads((s2 / "train" / "manifest.json").read_text())
+    assert str(s1 / "train" / "merged_model") in json.dumps(man["inputs"])
+    assert res["metrics"]["final_model"] == str(s2 / "train" / "merged_model")
     assert res["metrics"]["TA"] is None  # no general set given

@@ -42,8 +42,8 @@ def _target(folder: Path, name: str, related: str) -> Path:
 
 @pytest.fixture()
 def fake_stages(monkeypatch):
-    """Record what run_snap_pipeline hands to evaluation and training, without a model."""
-    import obliviate.sequential as S
+    """Record what the runner hands to evaluation and training, without a model."""
+    import obliviate.runner as R
 
     seen = {"eval": [], "train": []}
 
@@ -52,12 +52,12 @@ def fake_stages(monkeypatch):
         return {"TA": 1.0, "n_general": len(general), "detector": "rules",
                 "per_target": {t.name: {"UA": 0.5, "UA_multihop": None, "RA": 1.0, "counts": {}} for t in targets}}
 
-    def fake_train(spec, streams, tcfg, step_dir, inputs):
-        seen["train"].append({"streams": streams, "cfg": tcfg})
-        return str(step_dir / "model")
+    def fake_train(cfg, streams, step_dir, **kw):
+        seen["train"].append({"streams": streams, "cfg": cfg.train_config()})
+        return step_dir / "train" / "model"
 
-    monkeypatch.setattr(S, "_evaluate_spec", fake_eval)
-    monkeypatch.setattr(S, "_train_step", fake_train)
+    monkeypatch.setattr(R, "_evaluate_targets_spec", fake_eval)
+    monkeypatch.setattr(R, "stage_train", fake_train)
     return seen
 
 
@@ -103,11 +103,12 @@ def test_general_set_as_retaining_data(tmp_path, fake_stages):
         from_dict(SnapRunConfig, {**cfg, "retain_data": {"source": str(tmp_path / "missing.jsonl")}})
 
 
-def _load(name: str, tmp_path: Path) -> tuple[dict, SnapRunConfig]:
+def _load(name: str, tmp_path: Path):
+    from obliviate.runconfig import run_config_from_dict
+
     raw = yaml.safe_load((CONFIGS / name).read_text())
-    raw.pop("out")
     data = _target(tmp_path / "data", "Peter Parker", "Harry Osborn")
-    for t in raw["targets"]:
+    for t in raw["requests"]:
         if "data" in t:
             assert t["data"] == "runs/snap_table3/data/peter_parker"  # the ablations reuse SNAP's data
             t["data"] = str(data)
@@ -115,12 +116,12 @@ def _load(name: str, tmp_path: Path) -> tuple[dict, SnapRunConfig]:
         dolly = tmp_path / "dolly.jsonl"
         atomic_write_jsonl(dolly, [{"instruction": "Name a colour.", "response": "Blue."}])
         raw["retain_data"]["source"] = str(dolly)
-    return raw, from_dict(SnapRunConfig, raw)
+    return raw, run_config_from_dict(raw)
 
 
 def test_table3_and_figure4_configs(tmp_path):
     raw, full = _load("snap_table3.yaml", tmp_path)
-    assert full.augment["paper_setting"] == "marvel" and full.mode == "single"
+    assert full.augment.snap["paper_setting"] == "marvel" and full.mode == "single" and full.preset == "snap"
     t = resolve_train_config(full.method, full.train)
     assert t.regularizer == "swd" and {x["stream"] for x in t.terms} == {"forget", "retain"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ def find_model_folder(path: str | os.PathLike) -> Path:
     """The model folder to upload for ``path``: the folder itself when it is a model, else the final model
     of a run folder it holds.
 
-    Looked for, in order: ``merge/alpha_<α>/`` of an ``obliviate run`` folder and ``alpha_<α>/`` of a
-    merge sweep (the merged model is ULMR's final one; with several α values the choice is refused,
-    listing them), then ``model/`` (``obliviate train``), ``train/model/`` (a run without merge),
-    ``batch/model/`` and the last ``step_<k>_*/model/`` (SNAP runs). Raises :class:`PushError`.
+    Looked for, in order: the ``final_model`` an ``obliviate run`` folder's ``manifest.json`` names
+    when it is inside the folder (a sequential run's last step), ``merge/alpha_<α>/`` of a run and
+    ``alpha_<α>/`` of a merge sweep (the merged model is ULMR's final one; with several α values the
+    choice is refused, listing them), then ``model/`` (``obliviate train``), ``train/model/`` (a run
+    without merge), ``batch/model/`` and the last ``step_<k>_*/`` (its ``merge/alpha_<α>/``,
+    ``train/merged_model/``, ``train/model/``, or ``model/`` of older runs). Raises :class:`PushError`.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -39,6 +42,15 @@ def find_model_folder(path: str | os.PathLike) -> Path:
         raise PushError(f"{p} is a file; give a model folder (with config.json) or a run folder")
     if is_model_folder(p):
         return p
+    try:
+        final = json.loads((p / "manifest.json").read_text(encoding="utf-8")).get("final_model")
+    except (OSError, ValueError, AttributeError):
+        final = None
+    if isinstance(final, str) and final:
+        f = Path(final)
+        for cand in ([f] if f.is_absolute() else [f, p / f]):
+            if cand.is_dir() and is_model_folder(cand) and p.resolve() in cand.resolve().parents:
+                return cand
     for pattern in ("merge/alpha_*", "alpha_*"):
         merged = sorted(d for d in p.glob(pattern) if is_model_folder(d))
         if len(merged) == 1:
@@ -49,10 +61,16 @@ def find_model_folder(path: str | os.PathLike) -> Path:
     for sub in ("model", "train/model", "batch/model"):
         if is_model_folder(p / sub):
             return p / sub
-    steps = sorted((d for d in p.glob("step_*") if is_model_folder(d / "model")),
+    steps = sorted((d for d in p.glob("step_*") if d.is_dir()),
                    key=lambda d: int(d.name.split("_")[1]) if d.name.split("_")[1].isdigit() else -1)
     if steps:
-        return steps[-1] / "model"
+        last = steps[-1]
+        merged = sorted(d for d in last.glob("merge/alpha_*") if is_model_folder(d))
+        if len(merged) == 1:
+            return merged[0]
+        for sub in ("train/merged_model", "train/model", "model"):
+            if is_model_folder(last / sub):
+                return last / sub
     raise PushError(f"{p} holds no model: no config.json or adapter_config.json there, nor a model/, "
                     "train/model/ or merge/alpha_<α>/ folder below it")
 

@@ -8,27 +8,24 @@ and TA once on the general instruction set; optionally RWKU's metrics too. The s
 averages over the targets forgotten so far (mean ± std, as SNAP Figure 5) and reports the
 not-yet-forgotten targets' UA separately (it should stay near the original model's).
 
-Entry point for ``obliviate run`` configs: :func:`run_snap_pipeline` (``cfg_dict``, ``out_dir``).
+The run itself is :mod:`obliviate.runner`'s (one runner for every method and mode);
+:func:`run_snap_pipeline` converts a config in the old SNAP schema (:class:`SnapRunConfig`) to it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import logging
-import re
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import yaml
 
 from .config import ConfigError, from_dict, to_dict
 from .data.records import QARecord
 from .evals.refusal import targets_intervals
-from .io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text, redact
+from .io import atomic_write_jsonl
+from .runconfig import RetainDataSpec, slug  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +59,6 @@ class SnapEvalConfig:
     rwku: bool = False                 # add RWKU metrics for each target (target names must be RWKU targets)
     rwku_source: str = "jinzhuoran/RWKU"
     rwku_max_samples: int | None = None
-
-
-@dataclass
-class RetainDataSpec:
-    """QA data that replaces the targets' hard-retaining data as L_r's stream (SNAP §4.6 / Figure 4:
-    the general set D_g as retaining data). Per target, as many rows as its ``retain_train`` holds
-    are sampled at random (``seed``), leaving out the instructions of the TA evaluation set."""
-
-    source: str = ""                   # file / saved dataset, e.g. databricks-dolly-15k.jsonl
-    question_key: str = "question"     # dolly-15k: instruction
-    answer_key: str = "answer"         # dolly-15k: response
-    seed: int = 0
 
 
 @dataclass
@@ -170,11 +155,6 @@ def general_retain_streams(targets: Sequence["TargetData"], spec: RetainDataSpec
             raise ConfigError(f"retain_data.source: {len(pool)} usable rows, fewer than the {pos + n} needed")
         t.retain_train = [pool[i] for i in order[pos:pos + n]]
         pos += n
-
-
-def slug(name: str) -> str:
-    """A folder-safe name: 'Peter Parker' → 'peter_parker'."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "target"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,138 +308,17 @@ def render_summary(rows: list[dict], mode: str, method: str, model: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# training steps
+# the old entry point: converted to the one run config and run by obliviate.runner
 # ----------------------------------------------------------------------------------------------
 
-def _streams(targets: Sequence[TargetData]) -> dict[str, list[QARecord]]:
-    forget = [r for t in targets for r in t.forget_train]
-    retain = [r for t in targets for r in t.retain_train]
-    if not retain:
-        raise ConfigError(f"no retaining data for {[t.name for t in targets]}: SNAP trains on L_f + L_r "
-                          "(augment with --related / --k-related, or use a method without a retain term)")
-    return {"forget": forget, "retain": retain}
-
-
-def _train_step(model_spec: str, streams, tcfg, step_dir: Path, inputs: dict) -> str:
-    """Train one step from ``model_spec``; return the spec of the resulting full model."""
-    from .train import train_unlearning
-
-    final = train_unlearning(model_spec, None, streams, tcfg, step_dir, inputs=inputs)
-    if tcfg.lora is None:
-        return str(final)
-    # LoRA: merge the adapter into this step's base so the next step starts from the unlearned weights
-    from peft import PeftModel
-
-    from .models import load_model
-
-    base, tok = load_model(model_spec, dtype="fp32", device="cpu")
-    merged = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
-    dest = step_dir / "merged_model"
-    merged.save_pretrained(dest)
-    tok.save_pretrained(dest)
-    del base, merged
-    gc.collect()
-    return str(dest)
-
-
-def _evaluate_spec(spec: str, targets, general, ecfg, out_dir: Path, system_prompt=None) -> dict:
-    from .models import load_model
-
-    model, tok = load_model(spec)
-    try:
-        m = evaluate_targets(model, tok, targets, general, ecfg, out_dir=out_dir, system_prompt=system_prompt)
-        if ecfg.rwku:
-            from .evals.rwku import evaluate_rwku
-
-            m["rwku"] = {}
-            for t in targets:
-                rm, _ = evaluate_rwku(model, tok, t.name, source=ecfg.rwku_source, max_samples=ecfg.rwku_max_samples,
-                                      batch_size=ecfg.batch_size, progress=True)
-                m["rwku"][t.name] = rm
-    finally:
-        del model
-    atomic_write_json(out_dir / "metrics.json", m)
-    return m
-
-
-def _target_augment_config(cfg: SnapRunConfig, t: TargetSpec):
-    from .augment.snap import SnapAugmentConfig
-
-    return from_dict(SnapAugmentConfig, {"seed": cfg.seed, **cfg.augment, "target": t.name,
-                                         "aliases": t.aliases, "related": t.related}, prefix="augment.")
-
-
-def _data_record(cfg: SnapRunConfig, t: TargetSpec) -> dict:
-    """The record of a target's generated data (``data/<target>/stage.json``): generator identity and
-    the SNAP augmentation settings."""
-    from .generate.factory import generator_identity
-    from .pipeline import stage_record
-
-    return stage_record(f"augment snap ({t.name})", {"generator": generator_identity(cfg.generator or "self", cfg.model),
-                                                      "augment": to_dict(_target_augment_config(cfg, t))})
-
-
-def check_snap_run_dir(cfg: SnapRunConfig, out: Path) -> None:
-    """Before anything is written: every target's generated data in ``out/data`` must have been made
-    with the generator and augmentation settings ``cfg`` asks for (else ``StageMismatchError``)."""
-    from .pipeline import STAGE_FILE, reuse_stage
-
-    for t in cfg.parsed_targets():
-        if not t.data:
-            folder = out / "data" / slug(t.name)
-            reuse_stage(folder / STAGE_FILE, _data_record(cfg, t), (folder / "manifest.json").is_file(), run_dir=out)
-
-
-def _prepare_targets(cfg: SnapRunConfig, out: Path, *, force: bool = False) -> list[TargetData]:
-    """Read each target's data folder, augmenting (``augment snap``) the ones without one; generated
-    data is reused only when its ``stage.json`` matches (else refused, or redone with ``force``)."""
-    from .augment.snap import augment_snap
-    from .pipeline import STAGE_FILE, reuse_stage, write_stage_record
-
-    data = []
-    gen = None
-    for t in cfg.parsed_targets():
-        folder = Path(t.data) if t.data else out / "data" / slug(t.name)
-        if not t.data:
-            rec = _data_record(cfg, t)
-            if not reuse_stage(folder / STAGE_FILE, rec, (folder / "manifest.json").is_file(), force=force,
-                               outputs=[folder / "manifest.json"], run_dir=out):
-                if gen is None:
-                    from .generate.factory import as_generator_config, make_generator
-
-                    gcfg = as_generator_config(cfg.generator or "self")
-                    model = tok = None
-                    if gcfg.backend == "transformers" and gcfg.model in (None, "", "self"):
-                        from .models import load_model
-
-                        model, tok = load_model(cfg.model)
-                    gen = make_generator(gcfg, model=model, tokenizer=tok, cache_dir=out / "cache", progress=True)
-                folder.mkdir(parents=True, exist_ok=True)
-                write_stage_record(folder / STAGE_FILE, rec)
-                augment_snap(gen, _target_augment_config(cfg, t), folder, progress=True,
-                             command="run (augment snap)", generator_spec=cfg.generator)
-        data.append(load_target_data(t.name, folder, cfg.eval.max_per_set))
-    del gen
-    return data
-
-
-def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path, *, force: bool = False) -> dict:
-    """Run SNAP (or its Euclidean / Fisher baselines) for ``targets`` in ``mode`` and write a run folder.
-
-    ``cfg_dict`` holds :class:`SnapRunConfig` fields: ``method`` (snap | euclidean | fisher),
-    ``model``, ``mode`` (single | batch | sequential), ``targets`` (names or ``{name, data,
-    aliases, related}``), ``generator`` + ``augment`` (for targets without ``data``), ``train``
-    (TrainConfig overrides), ``eval`` (:class:`SnapEvalConfig`), ``seed``.
-
-    Layout of ``out_dir``: ``config.yaml``; ``data/<target>/`` (generated data); ``step_00_initial/``
-    (the original model's evaluation); per trained model ``step_<k>_<target>/`` (sequential) or
-    ``batch/`` (batch/single) with the trainer's outputs (``model/``, ``train_log.jsonl``, ...) and
-    ``metrics.json`` + ``responses.jsonl``; ``summary.json``, ``summary.md``; ``metrics.json`` (the
-    final model's UA, UA_multihop, RA, TA, Avg averaged over the targets, for ``obliviate report``)
-    and ``manifest.json``. Returns the summary dict.
-    """
-    from .data.readers import read_prompts
-    from .train import resolve_train_config
+def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path, *, force: bool = False,
+                      progress: bool = True) -> dict:
+    """Run a config in the old SNAP schema (:class:`SnapRunConfig`: ``targets``, ``mode``, ``method``
+    snap | euclidean | fisher | ..., ``augment``, ``train``, ``eval``, ``retain_data``) with the one
+    runner (:func:`obliviate.runner.run`) in ``out_dir``; see :mod:`obliviate.runner` for the layout.
+    Returns the runner's result (``steps``, ``metrics`` as SNAP's UA / UA♣ / RA / TA / Avg, ...)."""
+    from .runconfig import RunConfig, convert_legacy_config
+    from .runner import run
 
     if isinstance(cfg_dict, SnapRunConfig):
         cfg = cfg_dict
@@ -467,78 +326,10 @@ def run_snap_pipeline(cfg_dict: dict | SnapRunConfig, out_dir: str | Path, *, fo
         data = dict(cfg_dict)
         data.pop("out", None)  # the run folder comes as out_dir (an `obliviate run` config may carry it)
         cfg = from_dict(SnapRunConfig, data)
-    cfg.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    if not force:
-        check_snap_run_dir(cfg, out)  # generated data made with other settings: refuse before writing anything
-    manifest = Manifest(out, f"run snap ({cfg.mode})", config=to_dict(cfg), seed=cfg.seed)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False, allow_unicode=True))
-    tcfg = resolve_train_config(cfg.method, {"seed": cfg.seed, **cfg.train})
-    general: list[str] = []
-    if cfg.eval.general:
-        general = sample_general(read_prompts(cfg.eval.general, field=cfg.eval.general_field),
-                                 cfg.eval.max_general, cfg.eval.general_seed)
-        manifest.add_input("general", cfg.eval.general)
-    targets = _prepare_targets(cfg, out, force=force)
-    if cfg.retain_data is not None:  # SNAP Figure 4: the general set as retaining data
-        general_retain_streams(targets, cfg.retain_data, exclude=general)
-        manifest.add_input("retain_data", cfg.retain_data.source)
-    for t in targets:
-        for f in ("forget_train.jsonl", "retain_train.jsonl"):
-            manifest.add_input(f"{t.name}/{f}", t.folder / f)
-    names = [t.name for t in targets]
-    rows: list[dict] = []
-
-    def record(step: int, label: str, forgotten: list[str], metrics: dict, step_dir: Path) -> None:
-        row = {"step": step, "label": label, "forgotten": forgotten, "dir": str(step_dir.relative_to(out)),
-               **aggregate(metrics, forgotten, [n for n in names if n not in forgotten]),
-               "per_target": metrics["per_target"]}
-        if "rwku" in metrics:
-            row["rwku"] = metrics["rwku"]
-        rows.append(row)
-        atomic_write_json(out / "summary.json", {"mode": cfg.mode, "method": cfg.method, "model": cfg.model,
-                                                 "targets": names, "steps": rows})
-
-    if cfg.eval.evaluate_initial:
-        d = out / "step_00_initial"
-        d.mkdir(exist_ok=True)
-        record(0, "initial", [], _evaluate_spec(cfg.model, targets, general, cfg.eval, d), d)
-
-    inputs = {f"{t.name}/forget_train": t.folder / "forget_train.jsonl" for t in targets}
-    if not tcfg.train:  # Prompting (SNAP §4.3; Table 3's "− Negative Inst."): no training, a system prompt
-        from .methods import prompting_system_prompt
-
-        d = out / "prompting"
-        d.mkdir(exist_ok=True)
-        who = " or ".join(dict.fromkeys(n for t in cfg.parsed_targets() for n in [t.name, *t.aliases]))
-        system = prompting_system_prompt(who, tcfg.system_prompt)
-        spec = cfg.model
-        record(1, "prompting", names, _evaluate_spec(spec, targets, general, cfg.eval, d, system_prompt=system), d)
-    elif cfg.mode in ("batch", "single"):
-        d = out / "batch"
-        spec = _train_step(cfg.model, _streams(targets), tcfg, d, inputs)
-        record(1, "batch", names, _evaluate_spec(spec, targets, general, cfg.eval, d), d)
-    else:
-        spec = cfg.model
-        for k, t in enumerate(targets, start=1):
-            d = out / f"step_{k:02d}_{slug(t.name)}"
-            spec = _train_step(spec, _streams([t]), dataclasses.replace(tcfg), d,
-                               {f"{t.name}/forget_train": t.folder / "forget_train.jsonl"})
-            record(k, t.name, names[:k], _evaluate_spec(spec, targets, general, cfg.eval, d), d)
-
-    final = rows[-1]
-    metrics = {k: final.get(k) for k in (*METRIC_KEYS, "Avg")}
-    metrics.update({f"{k}_ci_{e}": final.get(f"{k}_ci_{e}") for k in (*METRIC_KEYS, "Avg") for e in ("low", "high")})
-    metrics.update({"method": cfg.method, "model": cfg.model, "mode": cfg.mode, "targets": names,
-                    "final_model": spec, "per_target": final["per_target"], "benchmark": "snap"})
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "summary.md", render_summary(rows, cfg.mode, cfg.method, cfg.model))
-    for f in ("config.yaml", "metrics.json", "summary.json", "summary.md"):
-        manifest.add_output(f)
-    manifest.write(final_model=spec, wall_s=round(time.time() - t0, 1))
-    return {"mode": cfg.mode, "method": cfg.method, "targets": names, "steps": rows, "metrics": metrics}
+    cfg.validate()  # the old schema's checks and messages first
+    new = convert_legacy_config(to_dict(cfg))
+    new["out"] = str(out_dir)
+    return run(from_dict(RunConfig, new), force=force, progress=progress)
 
 
 def unlearn_batch(targets: Sequence[dict | str], out_dir: str | Path, *, model: str = "smollm2-135m-instruct",

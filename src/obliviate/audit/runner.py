@@ -414,16 +414,19 @@ def plot_relearning(curves: Mapping[str, Mapping[str, Any]], path: Path, *, base
 
 # --------------------------------------------------------------------------------------------- pipeline hook
 def stage_audit(cfg, label: str, model_spec: str | Path, out: str | Path, *, reference: str | None = None,
-                audit: AuditConfig | Mapping | None = None, progress: bool = True) -> dict[str, Any]:
+                audit: AuditConfig | Mapping | None = None, progress: bool = True, request=None,
+                dest: str | Path | None = None) -> dict[str, Any]:
     """The ``eval.audit`` stage of ``obliviate run``: audit one evaluated model of a run.
 
-    ``cfg`` is the :class:`~obliviate.pipeline.RunConfig`: its ``model`` is the base, its
-    ``data.eval_forget`` (else ``data.forget``) the forget set and ``data.eval_retain`` (else
-    ``data.retain``) the retain set. Writes into ``out/audit/<label>`` and is resumable like
-    :func:`run_audit` (finished attacks are reused).
+    ``cfg`` is the :class:`~obliviate.runconfig.RunConfig`: its ``model`` is the base; ``request``
+    (a QA :class:`~obliviate.runconfig.ForgetRequest`, default the run's first) gives the forget set
+    (its ``eval_forget``, else ``forget``) and the retain set (``eval_retain``, else ``retain``).
+    Writes into ``dest`` (default ``out/audit/<label>``) and is resumable like :func:`run_audit`
+    (finished attacks are reused).
     """
-    data = cfg.data
-    return run_audit(str(model_spec), cfg.model, data.eval_forget or data.forget, Path(out) / "audit" / label,
-                     retain=data.eval_retain or data.retain, reference=reference, config=audit,
-                     tofu_source=data.tofu_source, rwku_source=data.rwku_source, progress=progress,
+    req = request if request is not None else cfg.requests[0]
+    return run_audit(str(model_spec), cfg.model, req.eval_forget or req.forget,
+                     Path(dest) if dest is not None else Path(out) / "audit" / label,
+                     retain=req.eval_retain or req.retain, reference=reference, config=audit,
+                     tofu_source=cfg.data.tofu_source, rwku_source=cfg.data.rwku_source, progress=progress,
                      label=f"{cfg.method}:{label}")

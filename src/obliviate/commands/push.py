@@ -7,9 +7,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "push", help="upload a model or a run's final model to the Hugging Face Hub, with its README.md card",
         description="Upload PATH to the hub repository --repo. PATH is a model folder (config.json or "
-                    "adapter_config.json) or a run folder: its merged model (merge/alpha_<α>/, alpha_<α>/; "
-                    "with several α push one folder) or else model/, train/model/, batch/model/ or the last "
-                    "step_<k>_*/model/. A README.md model card is written first when the folder has none "
+                    "adapter_config.json) or a run folder: the final model its manifest names, its merged "
+                    "model (merge/alpha_<α>/, alpha_<α>/; with several α push one folder) or else model/, "
+                    "train/model/ or the last step_<k>_*/ of a sequential run. A README.md model card is written first when the folder has none "
                     "(it never contains the forget data, only hashes and row counts). Log in with "
                     "`hf auth login`, set HF_TOKEN, or pass --token.")
     p.add_argument("path", metavar="RUN_OR_MODEL", help="model folder or run folder")
