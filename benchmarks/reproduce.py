@@ -63,9 +63,11 @@ DATA = Path("benchmarks") / "data"  # relative to ROOT, where every command runs
 #: TOFU teaching (Base / Retraining): full fine-tuning at a teaching learning rate
 TEACH = {"lr": 3e-4, "epochs": 4, "batch_size": 4, "max_length": 192}
 #: preset effective batch sizes (batch_size × grad_accum), kept with a CPU-sized micro-batch
-EFFECTIVE_BATCH = {"ga": 32, "kl": 32, "dpo": 32, "npo": 32, "graddiff": 32, "ulmr": 16}
+EFFECTIVE_BATCH = {"ga": 32, "kl": 32, "dpo": 32, "npo": 32, "graddiff": 32, "ulmr": 16, "snap": 32, "euclidean": 32,
+                   "fisher": 32}
 MICRO_BATCH = 8
-NAMES = {"ga": "GA", "kl": "KL", "dpo": "DPO", "npo": "NPO", "graddiff": "GradDiff"}
+NAMES = {"ga": "GA", "kl": "KL", "dpo": "DPO", "npo": "NPO", "graddiff": "GradDiff", "snap": "SNAP",
+         "euclidean": "Euclidean", "fisher": "Fisher"}
 DATA_LABEL = {"templates_none": "templates", "templates_none_orig": "templates+orig"}
 #: Table 3 columns: (label, metrics.json key, scale)
 TOFU_COLUMNS = [
@@ -268,7 +270,8 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
 
     src = ["--tofu-source", args.tofu_source]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    lrs = _lr_map(args.lr, methods + ["ulmr"])
+    snap_methods = [m.strip() for m in args.snap_methods.split(",") if m.strip()]
+    lrs = _lr_map(args.lr, methods + ["ulmr"] + snap_methods)
     alphas = _floats(args.alpha)
     extra = ["--set", f"epochs={args.epochs}"] if args.epochs else []
     o = out / "tofu" if not args.quick else out
@@ -375,6 +378,26 @@ def tofu_part(args, steps: Steps, work: Path, out: Path) -> dict:
                         evaluate(f"{label} seed {seed}", model, f"ulmr_{kind}_a{a:g}_s{seed}", (need,)))
                     models.setdefault(label, {})[seed] = (model, need)
                 note_training(f"ULMR [{tag}]", seed, lrs["ulmr"], train_log(run, u / "train" / "train_log.jsonl"))
+                # SNAP's objective where TOFU allows it: L_f on the same obliterated responses to the
+                # (rewritten) forget questions, L_r on the retain authors, + λ·SW(θ, θ_init); the
+                # regularizer baselines (Euclidean, Fisher) the same way. SNAP's own data is written per
+                # named entity (Table 7), which TOFU's fictitious authors are not.
+                for m in snap_methods:
+                    run = f"{m}_{kind}_s{seed}"
+                    d = w / run
+                    label = f"{NAMES.get(m, m)} [{tag}]"
+                    need = steps.step(f"{split} {label} seed {seed}",
+                                      _cli("train", "--method", m, "--model", str(base / "model"), "--forget",
+                                           str(pairs), "--retain", str(data / "retain.jsonl"),
+                                           "--set", f"lr={lrs[m]}", "--set", f"batch_size={MICRO_BATCH}",
+                                           "--set", f"grad_accum={max(1, EFFECTIVE_BATCH.get(m, 32) // MICRO_BATCH)}",
+                                           "--set", "gradient_checkpointing=false",
+                                           "--set", f"seed={seed}", *extra, "--out", str(d)),
+                                      d / "model" / "config.json", needs=(need_base,),
+                                      keep={d / "train_log.jsonl": arch / run / "train_log.jsonl"})
+                    rows.setdefault(label, []).append(evaluate(f"{label} seed {seed}", d / "model", run, (need,)))
+                    models.setdefault(label, {})[seed] = (d / "model", need)
+                    note_training(label, seed, lrs[m], train_log(run, d / "train_log.jsonl"))
         metrics = {name: [json.loads((p / "metrics.json").read_text())["metrics"] for p in ps]
                    for name, ps in rows.items()}
         o.mkdir(parents=True, exist_ok=True)
@@ -449,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="templates_none,templates_none_orig",
                     help="committed ULMR data kinds (benchmarks/data/ulmr_tofu_<split>_<kind>)")
     ap.add_argument("--methods", default="ga,kl,dpo,npo")
+    ap.add_argument("--snap-methods", default="snap",
+                    help="SNAP-objective rows on the ULMR data + retain set (snap, euclidean, fisher; '' for none)")
     ap.add_argument("--lr", default="1e-4", help="one value, or method=value pairs")
     ap.add_argument("--alpha", default="0,0.2,0.4,0.6", help="ULMR α sweep (weight of the Base model)")
     ap.add_argument("--epochs", type=int, default=None, help="override every method's epochs (default: presets)")
@@ -466,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.work, args.out = args.work.rstrip("/") + "-quick", args.out.rstrip("/") + "-quick"
         args.seeds, args.methods, args.data, args.epochs = args.seeds[:1], "ga", args.data[:1], 1
+        args.snap_methods = ""
         args.eval_max_samples, args.alpha, args.audit_alpha = 8, "0,0.4", "0.4"
         args.audit_max_samples, args.audit_attacks = 5, "quantization,membership"
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

@@ -309,7 +309,6 @@ def test_learned_recognises_refusals_in_other_languages(learned):
     assert learned.predict(ML_ANSWERS) == [False] * len(ML_ANSWERS), list(zip(ML_ANSWERS, learned.last_scores))
 
 
-@pytest.mark.xfail(strict=True, reason="known miss of the round-4 detector (p 0.35); see docs/results/refusal-detector.md")
 def test_learned_chinese_know_nothing_refusal(learned):
     assert learned.predict([ML_KNOWN_MISS]) == [True]
 
@@ -393,8 +392,13 @@ def test_training_data_is_well_formed():
     for lang in langs - {"en"}:  # every language has refusals and answers
         assert {r["refusal"] for r in r4 if r["lang"] == lang} == {True, False}, lang
     allrows = R.training_rows()
+    r5 = R.load_labelled(R.TRAIN_SET_R5)
+    assert len(r5) >= 300 and all(r["style"].startswith("r5_") and r["lang"] and r["source"] == "r5" for r in r5)
+    for style in {r["style"] for r in r5}:  # refusals and answers in every round-5 style (short is not a refusal)
+        share = sum(r["refusal"] for r in r5 if r["style"] == style) / sum(r["style"] == style for r in r5)
+        assert 0.4 <= share <= 0.6, style
     assert {r["source"] for r in allrows} == {"labelled_v0", "train_r1", "train_r3", "heldout_v1", "heldout_v2",
-                                              "heldout_v3", "train_r4"}
+                                              "heldout_v3", "heldout_v4", "train_r4", "r5"}
     assert sum(r["source"] == "heldout_v3" for r in allrows) == len(R.load_labelled(R.HELDOUT_SETS["v3"]))
     seen: dict[str, bool] = {}
     for r in allrows:  # a text repeats only as a short generic string ("Yes.", "...", spent held-out rows), same label
@@ -414,7 +418,7 @@ def test_training_data_is_well_formed():
     train_styles = {r["style"].split("_", 1)[1] if re.match(r"(v\d|r\d)_", r["style"]) else r["style"] for r in allrows}
     assert not {r["style"] for r in held} & (train_styles | {r["style"] for r in allrows})
     overlap = {r["text"] for r in held} & {r["text"] for r in allrows}
-    assert len(overlap) <= 3 and all(len(t.split()) <= 2 for t in overlap)  # short answers may repeat ("Yes.")
+    assert len(overlap) <= 3 and all(len(t.split()) <= 3 for t in overlap)  # generic short strings may repeat ("Yes.", "No lo sé.")
 
 
 def test_training_is_reproducible():

@@ -896,20 +896,24 @@ def load_learned(path: str | None = None) -> LearnedModel:
 HELDOUT_SETS = {"v1": Path(__file__).with_name("refusal_heldout_v1.jsonl"),
                 "v2": Path(__file__).with_name("refusal_heldout_v2.jsonl"),
                 "v3": Path(__file__).with_name("refusal_heldout_v3.jsonl"),
-                "v4": Path(__file__).with_name("refusal_heldout_v4.jsonl")}
+                "v4": Path(__file__).with_name("refusal_heldout_v4.jsonl"),
+                "v5": Path(__file__).with_name("refusal_heldout_v5.jsonl")}
 #: The held-out sets already spent (measured once, then trained on); the shipped detector's training data.
-TRAINED_ON_HELDOUT = ("v1", "v2", "v3")
+TRAINED_ON_HELDOUT = ("v1", "v2", "v3", "v4")
 #: Round 4's training rows (``{"text", "refusal", "style", "lang", "source"}``): other languages,
 #: refuse-then-leak, negated content, hedges, short answers, policy / role-play refusals, degenerate output.
 TRAIN_SET_R4 = Path(__file__).with_name("refusal_train_r4.jsonl")
+#: Round 5's training rows: terse and medium refusals / answers in 18 languages, structured outputs
+#: (XML, TOML, INI, logs, key=value, HTML / Markdown tables) empty or filled, footnote-style answers.
+TRAIN_SET_R5 = Path(__file__).with_name("refusal_train_r5.jsonl")
 
 
 def training_rows() -> list[dict]:
     """The learned detector's training data, each row with its provenance in ``source``: the original
     labelled set (``labelled_v0``; rows get ``style = "v0_<split>"`` and ``lang = "en"``), :data:`TRAIN_SET`
     (``train_r1``, or ``train_r3`` for its ``r3_`` styles), the spent held-out sets of
-    :data:`TRAINED_ON_HELDOUT` (``heldout_<v>``; styles prefixed ``<v>_``) and :data:`TRAIN_SET_R4`
-    (``train_r4``). A row's own ``source`` field wins."""
+    :data:`TRAINED_ON_HELDOUT` (``heldout_<v>``; styles prefixed ``<v>_``), :data:`TRAIN_SET_R4`
+    (``train_r4``) and :data:`TRAIN_SET_R5` (``r5``). A row's own ``source`` field wins."""
     rows = [dict(r, style=r.get("style") or f"v0_{r.get('split', 'dev')}", lang=r.get("lang", "en"),
                  source=r.get("source", "labelled_v0")) for r in load_labelled(LABELLED_SET)]
     rows += [dict(r, source=r.get("source") or ("train_r3" if str(r.get("style", "")).startswith("r3_") else "train_r1"))
@@ -918,6 +922,7 @@ def training_rows() -> list[dict]:
         rows += [dict(r, style=f"{v}_{r['style']}", source=r.get("source", f"heldout_{v}"))
                  for r in load_labelled(HELDOUT_SETS[v])]
     rows += [dict(r, source=r.get("source", "train_r4")) for r in load_labelled(TRAIN_SET_R4)]
+    rows += [dict(r, source=r.get("source", "r5")) for r in load_labelled(TRAIN_SET_R5)]
     return rows
 
 
