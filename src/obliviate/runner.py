@@ -399,9 +399,9 @@ class _Run:
         from peft import PeftModel
 
         from .io import atomic_write_json
-        from .models import load_model
+        from .models import _adapter_base, load_model
 
-        base_spec = json.loads((trained / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_spec = _adapter_base(str(trained))  # the adapter's base, with a clear error for a broken config
         base, tok = load_model(base_spec, dtype="fp32", device="cpu")
         merged = PeftModel.from_pretrained(base, str(trained)).merge_and_unload()
         merged.save_pretrained(dest)
