@@ -53,10 +53,12 @@ ANSWER_MAX_NEW_TOKENS = 64
 K_RELATED = 3
 RETAIN_TRAIN_SIZE = 50
 
-RWKU_TARGETS = [  # (folder suffix, RWKU folder, target, alias stated in the passage)
-    ("1_stephen_king", "1_Stephen_King", "Stephen King", "Richard Bachman"),
-    ("2_confucius", "2_Confucius", "Confucius", "Kong Qiu"),
-    ("3_bruce_lee", "3_Bruce_Lee", "Bruce Lee", "Lee Jun-fan"),
+RWKU_TARGETS = [  # (folder suffix, RWKU folder, target, alias stated in the passage, forget train size)
+    ("1_stephen_king", "1_Stephen_King", "Stephen King", "Richard Bachman", 100),
+    ("2_confucius", "2_Confucius", "Confucius", "Kong Qiu", 100),
+    # 104 forgetting questions survive the dedup for Bruce Lee: 100 for training left none to
+    # measure UA on, so 80 train and 18 are held out (like the other targets' 19)
+    ("3_bruce_lee", "3_Bruce_Lee", "Bruce Lee", "Lee Jun-fan", 80),
 ]
 
 
@@ -79,14 +81,15 @@ def specs() -> list[dict]:
                                   "--filter none = the paper's setting (only empty outputs rejected)"
                                   + ("; --include-original also trains on each original question x_i with its own "
                                      "negative response (x_r = {x_1, x_2, x_i})" if orig else ""))})
-    for suffix, folder, target, alias in RWKU_TARGETS:
+    for suffix, folder, target, alias, train_size in RWKU_TARGETS:
         name = f"snap_rwku_{suffix}_templates"
         ent = DATA / name / "entities.json"
         gen = f"templates:seed=0,entities={ent}"
         argv = ["augment", "snap", "--target", target, "--alias", alias, "--out", str(DATA / name),
                 "--generator", gen, "--answer-generator", ANSWER_MODEL, "--paper-setting", "real-person",
                 "--retain-categories", *RETAIN_CATEGORIES, "--answer-max-new-tokens", str(ANSWER_MAX_NEW_TOKENS),
-                "--k-related", str(K_RELATED), "--retain-train-size", str(RETAIN_TRAIN_SIZE),
+                "--k-related", str(K_RELATED), *(["--train-size", str(train_size)] if train_size != 100 else []),
+                "--retain-train-size", str(RETAIN_TRAIN_SIZE),
                 "--seed", "0", "--cache-dir", str(CACHE / name)]
         out.append({"name": name, "kind": "snap", "argv": argv, "inputs": [str(ent)],
                     "prompts": [p.name for p in sorted((ROOT / PROMPTS).glob("snap_*.txt"))
@@ -94,7 +97,9 @@ def specs() -> list[dict]:
                     "generator": gen, "answer_generator": ANSWER_MODEL,
                     "notes": (f"RWKU target {target} (../shared/data/rwku/{folder}); SNAP §4.8 real-person setting "
                               "(top-k related individuals + organisations, 10 calls per category, 100 forgetting "
-                              f"training examples, dedup 0.75) except k = {K_RELATED} (the paper: 10) and "
+                              f"training examples, dedup 0.75) except k = {K_RELATED} (the paper: 10), "
+                              + (f"{train_size} forgetting training examples (104 survive the dedup: the rest "
+                                 "are held out for UA), " if train_size != 100 else "") + f"and "
                               f"{RETAIN_TRAIN_SIZE} retaining training examples (the rest for evaluation), to fit "
                               "the 135M answer model on 2 CPU cores. The stand-in names only the entities of "
                               "entities.json (hand-written from the target's intro.json and the first paragraphs "

@@ -108,12 +108,13 @@ class Steps:
         self.times: dict[str, float] = json.loads(self.path.read_text())["seconds"] if self.path.is_file() else {}
         self.log: list[dict] = []
         self._logged: set[str] = set()
+        self.part = "tofu"  #: the part the next steps belong to (each part has its own commands.sh)
 
     def _note(self, name: str, shown: str, seconds, how: str) -> None:
         if name not in self._logged:
             self._logged.add(name)
             self.log.append({"step": name, "command": shown, "seconds": seconds, "skipped": how != "ran",
-                             "how": how})
+                             "how": how, "part": self.part})
 
     def run(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
             needs: tuple = (), keep: dict[Path, Path] | None = None) -> str:
@@ -460,9 +461,188 @@ def audit_part(args, steps: Steps, work: Path, out: Path, tofu: dict) -> None:
                           f"{' '.join(sys.argv[1:])}` (commands and wall times in ../../commands.sh).\n")
 
 
+#: SNAP Table 1 rows and the Table 3 ablation: (row, method, train overrides[, run-config additions]).
+#: "- Negative Inst." is the Prompting row (our reading of Table 3, see docs/guides/faithfulness.md),
+#: not a second run. "SNAP + D_g" is not in the paper: the hard-retaining data plus 50 general
+#: instructions answered by the original model (benchmarks/make_general_retain.py), against the
+#: over-refusal of general instructions (low TA) that SNAP's retaining data alone leaves on 135M.
+GENERAL_RETAIN = "benchmarks/data/general_retain_smollm2/general_retain.jsonl"
+SNAP_ROWS = [
+    ("SNAP", "snap", {}),
+    ("Prompting", "prompting", {}),
+    ("Euclidean", "euclidean", {}),
+    ("Fisher", "fisher", {}),
+    ("- Wasserstein Reg.", "snap", {"regularizer": None}),
+    ("- HardRDA", "snap", {"terms": [{"type": "nll", "stream": "forget", "weight": 1.0}]}),
+    ("SNAP + D_g", "snap", {}, {"retain_data": {"source": GENERAL_RETAIN, "mode": "add", "size": 50}}),
+]
+SNAP_KEYS = ("UA", "UA_multihop", "RA", "TA", "Avg")
+SNAP_LABELS = {"UA": "UA", "UA_multihop": "UA♣", "RA": "RA", "TA": "TA", "Avg": "Avg."}
+#: SNAP's numbers (Llama2-7b-chat, Table 1 and Table 3) for the README's side-by-side reading
+SNAP_PAPER = {"SNAP": {"UA": 94.00, "RA": 96.00, "TA": 80.22},
+              "- Wasserstein Reg.": {"UA": 95.00, "RA": 93.11, "TA": 71.89},
+              "- HardRDA": {"UA": 100.00, "RA": 0.00, "TA": 2.00},
+              "Prompting": {"UA": 22.33}}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_").replace("__", "_")
+
+
+def snap_targets(kind: str, names: list[str] | None = None) -> list[dict]:
+    """The committed SNAP data folders ``benchmarks/data/snap_rwku_<n>_<slug>_<kind>``: target, aliases, folder."""
+    out = []
+    for d in sorted((ROOT / DATA).glob(f"snap_rwku_*_{kind}")):
+        prov = json.loads((d / "provenance.json").read_text())
+        argv = prov["argv"] if isinstance(prov["argv"], list) else json.loads(prov["argv"].replace("'", '"'))
+        target = argv[argv.index("--target") + 1]
+        aliases = [argv[i + 1] for i, a in enumerate(argv) if a == "--alias"]
+        if names and target not in names and _slug(target) not in names:
+            continue
+        out.append({"target": target, "aliases": aliases, "data": str(DATA / d.name), "slug": _slug(target)})
+    if not out:
+        raise SystemExit(f"no committed SNAP data benchmarks/data/snap_rwku_*_{kind}"
+                         + (f" for {names}" if names else "") + " (build it with benchmarks/make_data.py)")
+    return out
+
+
+def snap_config(args, row: str, method: str, overrides: dict, targets: list[dict], mode: str, out_dir: Path,
+                with_base: bool, extra: dict | None = None) -> dict:
+    """The ``obliviate run`` config of one SNAP-part run (committed beside its results)."""
+    train = {"lr": args.snap_lr, "epochs": args.epochs or 5, "batch_size": MICRO_BATCH,
+             "grad_accum": max(1, EFFECTIVE_BATCH.get(method, 32) // MICRO_BATCH), "gradient_checkpointing": False,
+             **overrides}
+    cfg = {"preset": "snap", "method": method, "model": args.model, "mode": mode, "seed": args.snap_seed,
+           "out": str(out_dir),
+           "requests": [{"target": t["target"], "aliases": t["aliases"], "data": t["data"]} for t in targets],
+           "eval": {"general": args.general, "general_field": "instruction", "max_general": args.max_general,
+                    "general_seed": 0, "max_new_tokens": 128, "batch_size": 16,
+                    "models": ["base", "trained"] if with_base else ["trained"]}}
+    if method != "prompting":
+        cfg["train"] = train
+    cfg.update(extra or {})
+    return cfg
+
+
+def snap_part(args, steps: Steps, work: Path, out: Path) -> None:
+    """SNAP Table 1 (SNAP, Prompting, Euclidean, Fisher) and the Table 3 ablation on RWKU targets.
+
+    One ``obliviate run`` per (row, target) in single mode on the committed SNAP data (never
+    regenerated here); the config of every run is committed in ``<out>/snap/configs/`` and its
+    ``metrics.json`` / ``summary.json`` / scored responses in ``<out>/snap/runs/<run>/``. The first
+    SNAP run of a target also evaluates the original model (the ``Original`` row). Tables: mean ±
+    std over the targets, and every target's own row with 95 % Wilson intervals."""
+    import yaml
+
+    from obliviate.io import atomic_write_text
+
+    o = out / "snap"
+    (o / "configs").mkdir(parents=True, exist_ok=True)
+    w = work / "snap"
+    results: dict[str, dict[str, dict]] = {}   # row -> target -> metrics
+    base: dict[str, dict] = {}
+    targets = snap_targets(args.snap_data, args.snap_targets)
+    rows = [r for r in SNAP_ROWS if r[0] in args.snap_rows]
+    order = [(r, t) for r in rows for t in targets]  # every target's row before the next row
+    for (row, method, overrides, *more), t in order:
+        name = f"{_slug(row) or 'snap'}_{t['slug']}"
+        d = w / name
+        with_base = row == "SNAP"
+        cfg_path = o / "configs" / f"{name}.yaml"
+        cfg = snap_config(args, row, method, overrides, [t], "single", d, with_base, *more)
+        text = f"# SNAP part of benchmarks/reproduce.py: row {row!r}, target {t['target']!r}\n" + \
+            yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+        if not cfg_path.is_file() or cfg_path.read_text() != text:
+            atomic_write_text(cfg_path, text)
+        ev = "prompting" if method == "prompting" else "trained"
+        arch = o / "runs" / name
+        archive = {d / "metrics.json": arch / "metrics.json", d / "summary.json": arch / "summary.json"}
+        keep = {d / "eval" / ev / "responses.jsonl": arch / "responses.jsonl"}
+        if method != "prompting":
+            keep[d / "train" / "train_log.jsonl"] = arch / "train_log.jsonl"
+        if with_base:
+            archive[d / "eval" / "base" / "metrics.json"] = arch / "base_metrics.json"
+        steps.run(f"SNAP {row} {t['target']}", _cli("run", str(cfg_path), "--no-progress"), d / "metrics.json",
+                  archive=archive, keep=keep)
+        results.setdefault(row, {})[t["target"]] = json.loads((d / "metrics.json").read_text())
+        if with_base and (d / "eval" / "base" / "metrics.json").is_file():
+            base[t["target"]] = json.loads((d / "eval" / "base" / "metrics.json").read_text())
+    write_snap_tables(args, o, results, base, targets)
+
+
+def _snap_value(m: dict, key: str, suffix: str = ""):
+    """A refusal metric (stored as a fraction) in %."""
+    v = m.get(key + suffix)
+    return 100.0 * v if isinstance(v, (int, float)) else None
+
+
+def _base_row(m: dict, target: str) -> dict:
+    """UA / UA♣ / RA / TA / Avg of the original model from its refusal ``metrics.json``."""
+    per = (m.get("per_target") or {}).get(target, {})
+    out = {k: per.get(k, m.get(k)) for k in ("UA", "UA_multihop", "RA")}
+    out["TA"] = m.get("TA")
+    vals = [out[k] for k in ("UA", "RA", "TA") if isinstance(out.get(k), (int, float))]
+    out["Avg"] = statistics.fmean(vals) if len(vals) == 3 else None
+    return out
+
+
+def write_snap_tables(args, o: Path, results: dict, base: dict, targets: list[dict]) -> None:
+    """``snap_table1.md`` / ``.json``: mean ± std over the targets, per-target rows, the paper's numbers."""
+    from obliviate.io import atomic_write_text
+
+    names = [t["target"] for t in targets]
+    table: dict[str, dict[str, dict]] = {}
+    if base:
+        table["Original"] = {tg: _base_row(m, tg) for tg, m in base.items()}
+    table.update(results)
+    head = "| Method | targets | " + " | ".join(SNAP_LABELS[k] for k in SNAP_KEYS) + " |"
+    sep = "| --- | ---: | " + " | ".join("---:" for _ in SNAP_KEYS) + " |"
+    lines = [head, sep]
+    for row, per in table.items():
+        cells = []
+        for k in SNAP_KEYS:
+            vals = [_snap_value(per[tg], k) for tg in names if tg in per]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                cells.append("–")
+            else:
+                mu, sd = mean_std(vals)
+                cells.append(f"{mu:.2f} ± {sd:.2f}" if len(vals) > 1 else f"{mu:.2f}")
+        lines.append(f"| {row} | {len(per)} | " + " | ".join(cells) + " |")
+    per_lines = ["| Method | target | " + " | ".join(SNAP_LABELS[k] for k in SNAP_KEYS) + " |",
+                 "| --- | --- | " + " | ".join("---:" for _ in SNAP_KEYS) + " |"]
+    for row, per in table.items():
+        for tg in names:
+            if tg not in per:
+                continue
+            m = per[tg]
+            cells = []
+            for k in SNAP_KEYS:
+                v = _snap_value(m, k)
+                lo, hi = _snap_value(m, k, "_ci_low"), _snap_value(m, k, "_ci_high")
+                cells.append("–" if v is None else f"{v:.1f}" + (f" [{lo:.0f}, {hi:.0f}]" if lo is not None and
+                                                                   hi is not None else ""))
+            per_lines.append(f"| {row} | {tg} | " + " | ".join(cells) + " |")
+    paper = ["| Method | UA | RA | TA |", "| --- | ---: | ---: | ---: |"]
+    for row, p in SNAP_PAPER.items():
+        paper.append(f"| {row} | " + " | ".join(f"{p[k]:.2f}" if k in p else "–" for k in ("UA", "RA", "TA")) + " |")
+    md = [f"# SNAP Table 1 and Table 3 (ablation) on RWKU targets ({args.snap_data} data), seed {args.snap_seed}",
+          "", f"Model {args.model}; targets {', '.join(names)}; the committed data "
+          f"`benchmarks/data/snap_rwku_*_{args.snap_data}`; lr {args.snap_lr:g}, {args.epochs or 5} epochs, effective "
+          f"batch 32 (micro-batch {MICRO_BATCH}); TA on {args.max_general} instructions of `{args.general}`. "
+          "UA / UA♣ / RA / TA / Avg in %, scored by the shipped learned refusal detector.", "",
+          "## Mean ± std over the targets", "", *lines, "",
+          "Prompting is also Table 3's \"− Negative Inst.\" row (no negative instructions: no training).", "",
+          "## Every target (95 % Wilson intervals)", "", *per_lines, "",
+          "## The paper (Llama2-7b-chat, Table 1 / Table 3)", "", *paper, ""]
+    atomic_write_text(o / "snap_table1.md", "\n".join(md))
+    atomic_write_text(o / "snap_table1.json", json.dumps({"rows": table, "targets": names}, indent=1, default=str))
+    print(f"table: {o / 'snap_table1.md'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="tofu,audit", help="comma-separated: tofu, audit")
+    ap.add_argument("--parts", default="tofu,audit,snap", help="comma-separated: tofu, audit, snap")
     ap.add_argument("--work", default="runs/reproduce")
     ap.add_argument("--out", default="benchmarks/results/reproduce")
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -482,6 +662,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audit-alpha", default="0,0.4", help="the two ULMR α audited")
     ap.add_argument("--audit-max-samples", type=int, default=20)
     ap.add_argument("--audit-attacks", default=None, help="subset of attacks (default: all)")
+    ap.add_argument("--snap-data", default="templates", help="committed SNAP data kind (snap_rwku_*_<kind>)")
+    ap.add_argument("--snap-targets", default=None, help="comma-separated targets (default: every committed one)")
+    ap.add_argument("--snap-rows", default=",".join(r[0] for r in SNAP_ROWS),
+                    help="SNAP part rows: " + ", ".join(r[0] for r in SNAP_ROWS))
+    ap.add_argument("--snap-lr", type=float, default=1e-4)
+    ap.add_argument("--snap-seed", type=int, default=0)
+    ap.add_argument("--general", default="../shared/data/rwku/1_Stephen_King/fluency.json",
+                    help="general instructions for TA (SNAP: dolly-15k)")
+    ap.add_argument("--max-general", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes into <work>-quick / <out>-quick")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # every path (--work, --out, the committed data) is relative to the repository root
@@ -494,24 +683,38 @@ def main(argv: list[str] | None = None) -> int:
         args.snap_methods = ""
         args.eval_max_samples, args.alpha, args.audit_alpha = 8, "0,0.4", "0.4"
         args.audit_max_samples, args.audit_attacks = 5, "quantization,membership"
+        args.snap_rows, args.max_general = "SNAP,Prompting", 8
+        args.snap_targets = args.snap_targets or "Stephen King"
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - {"tofu", "audit"}
+    unknown = set(parts) - {"tofu", "audit", "snap"}
     if unknown:
-        raise SystemExit(f"--parts: unknown {sorted(unknown)} (known: tofu, audit)")
+        raise SystemExit(f"--parts: unknown {sorted(unknown)} (known: tofu, audit, snap)")
+    args.snap_rows = [r.strip() for r in str(args.snap_rows).split(",") if r.strip()]
+    bad = set(args.snap_rows) - {r[0] for r in SNAP_ROWS}
+    if bad:
+        raise SystemExit(f"--snap-rows: unknown {sorted(bad)} (known: {', '.join(r[0] for r in SNAP_ROWS)})")
+    args.snap_targets = [x.strip() for x in args.snap_targets.split(",")] if args.snap_targets else None
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(out)
     t0 = time.time()
-    tofu = tofu_part(args, steps, work, out)  # the audit needs its models (finished steps are skipped)
-    if "audit" in parts:
-        audit_part(args, steps, work, out, tofu)
-    write_record(args, steps, out, time.time() - t0)
+    if "tofu" in parts or "audit" in parts:
+        tofu = tofu_part(args, steps, work, out)  # the audit needs its models (finished steps are skipped)
+        if "audit" in parts:
+            audit_part(args, steps, work, out, tofu)
+        write_record(args, steps, out, time.time() - t0, ("tofu",))
+    if "snap" in parts:
+        t1 = time.time()
+        steps.part = "snap"
+        snap_part(args, steps, work, out)
+        write_record(args, steps, out / "snap", time.time() - t1, ("snap",))
     return 0
 
 
-def write_record(args, steps: Steps, out: Path, seconds: float) -> None:
-    """``commands.sh`` (every command in order with its wall time) and ``timings.json``."""
+def write_record(args, steps: Steps, out: Path, seconds: float, parts: tuple = ("tofu",)) -> None:
+    """``commands.sh`` (every command of ``parts`` in order with its wall time) and ``timings.json``
+    (the TOFU + audit record in ``<out>``, the SNAP part's in ``<out>/snap``)."""
     from obliviate.io import atomic_write_json, atomic_write_text
 
     made_by = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -519,14 +722,15 @@ def write_record(args, steps: Steps, out: Path, seconds: float) -> None:
              "# every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)",
              "set -euo pipefail"]
     total = 0.0
-    for s in steps.log:
+    log = [s for s in steps.log if s.get("part", "tofu") in parts]
+    for s in log:
         sec = s["seconds"]
         total += sec or 0
         lines.append(f"# {s['step']}: {sec if sec is not None else '?'} s")
         lines.append(s["command"])
     atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
     atomic_write_json(out / "timings.json", {"made_by": made_by, "this_invocation_seconds": round(seconds, 1),
-                                             "sum_of_step_seconds": round(total, 1), "steps": steps.log,
+                                             "sum_of_step_seconds": round(total, 1), "steps": log,
                                              "teach": TEACH, "micro_batch": MICRO_BATCH})
     print(f"total of steps {total:.0f} s (this invocation {seconds:.0f} s); record in {out / 'commands.sh'}")
 

@@ -103,6 +103,36 @@ def test_general_set_as_retaining_data(tmp_path, fake_stages):
         from_dict(SnapRunConfig, {**cfg, "retain_data": {"source": str(tmp_path / "missing.jsonl")}})
 
 
+def test_general_set_added_to_the_hard_retaining_data(tmp_path, fake_stages):
+    """retain_data.mode: add keeps D_r and appends `size` rows of D_g (never a TA instruction)."""
+    from obliviate.runconfig import run_config_from_dict
+
+    dolly = tmp_path / "dolly.jsonl"
+    atomic_write_jsonl(dolly, [{"instruction": f"Dolly task {i}.", "response": f"Answer {i}."} for i in range(30)])
+    a = _target(tmp_path / "a", "Peter Parker", "Harry Osborn")
+    cfg = {"method": "snap", "mode": "single", "targets": [{"name": "Peter Parker", "data": str(a)}],
+           "retain_data": {"source": str(dolly), "question_key": "instruction", "answer_key": "response",
+                           "mode": "add", "size": 5},
+           "eval": {"general": str(dolly), "max_general": 20, "evaluate_initial": False}}
+    run_snap_pipeline(cfg, tmp_path / "run")
+    (tr,) = fake_stages["train"]
+    retain = [x.question for x in tr["streams"]["retain"]]
+    ta = set(fake_stages["eval"][0]["general"])
+    assert len(retain) == 6 and "Harry Osborn" in retain[0]  # D_r first, then 5 rows of D_g
+    assert all(q.startswith("Dolly task") and q not in ta for q in retain[1:])
+    for bad, msg in (({"mode": "mix"}, "retain_data.mode"), ({"size": 0}, "retain_data.size")):
+        with pytest.raises(ConfigError, match=msg):
+            run_config_from_dict({"method": "snap", "out": str(tmp_path / "x"),
+                                  "requests": [{"target": "Peter Parker", "data": str(a)}],
+                                  "retain_data": {**cfg["retain_data"], **bad}}).validate()
+    # the default mode leaves the written config (and so every stage fingerprint) as before
+    from obliviate.config import to_dict
+    plain = run_config_from_dict({"method": "snap", "out": str(tmp_path / "x"),
+                                  "requests": [{"target": "Peter Parker", "data": str(a)}],
+                                  "retain_data": {"source": str(dolly)}})
+    assert set(to_dict(plain)["retain_data"]) == {"source", "question_key", "answer_key", "seed"}
+
+
 def _load(name: str, tmp_path: Path):
     from obliviate.runconfig import run_config_from_dict
 

