@@ -564,10 +564,18 @@ def snap_part(args, steps: Steps, work: Path, out: Path) -> None:
             archive[d / "eval" / "base" / "metrics.json"] = arch / "base_metrics.json"
         steps.run(f"SNAP {row} {t['target']}", _cli("run", str(cfg_path), "--no-progress"), d / "metrics.json",
                   archive=archive, keep=keep)
-        results.setdefault(row, {})[t["target"]] = json.loads((d / "metrics.json").read_text())
-        if with_base and (d / "eval" / "base" / "metrics.json").is_file():
-            base[t["target"]] = json.loads((d / "eval" / "base" / "metrics.json").read_text())
-    write_snap_tables(args, o, results, base, targets)
+    # the tables hold every archived run (of this invocation or an earlier one), rows in SNAP_ROWS order
+    every = snap_targets(args.snap_data)
+    for row, *_ in SNAP_ROWS:
+        for t in every:
+            arch = o / "runs" / f"{_slug(row) or 'snap'}_{t['slug']}"
+            if (arch / "metrics.json").is_file():
+                results.setdefault(row, {})[t["target"]] = json.loads((arch / "metrics.json").read_text())
+                shown = _shown(_cli("run", str(o / "configs" / f"{arch.name}.yaml"), "--no-progress"))
+                steps._note(f"SNAP {row} {t['target']}", shown, steps.times.get(shown), "archived")
+            if row == "SNAP" and (arch / "base_metrics.json").is_file():
+                base[t["target"]] = json.loads((arch / "base_metrics.json").read_text())
+    write_snap_tables(args, o, results, base, [t for t in every if any(t["target"] in r for r in results.values())])
 
 
 def _snap_value(m: dict, key: str, suffix: str = ""):
@@ -591,6 +599,7 @@ def write_snap_tables(args, o: Path, results: dict, base: dict, targets: list[di
     from obliviate.io import atomic_write_text
 
     names = [t["target"] for t in targets]
+    n_general = next((m.get("n_general") for m in base.values() if m.get("n_general")), f"up to {args.max_general}")
     table: dict[str, dict[str, dict]] = {}
     if base:
         table["Original"] = {tg: _base_row(m, tg) for tg, m in base.items()}
@@ -629,7 +638,7 @@ def write_snap_tables(args, o: Path, results: dict, base: dict, targets: list[di
     md = [f"# SNAP Table 1 and Table 3 (ablation) on RWKU targets ({args.snap_data} data), seed {args.snap_seed}",
           "", f"Model {args.model}; targets {', '.join(names)}; the committed data "
           f"`benchmarks/data/snap_rwku_*_{args.snap_data}`; lr {args.snap_lr:g}, {args.epochs or 5} epochs, effective "
-          f"batch 32 (micro-batch {MICRO_BATCH}); TA on {args.max_general} instructions of `{args.general}`. "
+          f"batch 32 (micro-batch {MICRO_BATCH}); TA on {n_general} instructions of `{args.general}`. "
           "UA / UA♣ / RA / TA / Avg in %, scored by the shipped learned refusal detector.", "",
           "## Mean ± std over the targets", "", *lines, "",
           "Prompting is also Table 3's \"− Negative Inst.\" row (no negative instructions: no training).", "",

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows SNAP
+# every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)
+set -euo pipefail
+# SNAP SNAP Stephen King: 1284.0 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_stephen_king.yaml --no-progress
+# SNAP SNAP Confucius: 2700.4 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_confucius.yaml --no-progress
+# SNAP SNAP Bruce Lee: 1117.7 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_bruce_lee.yaml --no-progress
+# SNAP SNAP + D_g Stephen King: 1351.4 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap__d_g_stephen_king.yaml --no-progress
