@@ -1,6 +1,6 @@
 """Rebuild the papers' tables from the committed training data (issue #16), resumable step by step.
 
-    python benchmarks/reproduce.py [--parts tofu,audit] [--splits forget01] [--seeds 0,1,2]
+    python benchmarks/reproduce.py [--parts tofu,audit,snap] [--splits forget01] [--seeds 0,1,2]
                                    [--data templates_none,templates_none_orig] [--quick]
                                    [--work runs/reproduce] [--out benchmarks/results/reproduce]
 
@@ -30,6 +30,13 @@ Parts:
   Retraining, the baselines, ULMR at two α), against Base and the Retraining reference, with one
   shared folder so Base's and Retraining's attacks are run once; the table is ``obliviate report
   --layout audit``.
+
+* ``snap`` -- SNAP Table 1 (SNAP, Prompting, Euclidean, Fisher), the Table 3 ablation (− Wasserstein,
+  − HardRDA; − Negative Inst. is the Prompting row) and ``SNAP + D_g`` (not in the paper) on the
+  RWKU targets of the committed ``benchmarks/data/snap_rwku_*_<--snap-data>`` folders: one
+  ``obliviate run`` per (row, target), configs in ``<out>/snap/configs/``, archived results in
+  ``<out>/snap/runs/``, the table ``<out>/snap/snap_table1.md`` (every archived run, mean ± std over
+  the targets and each target with 95 % intervals), its own ``snap/commands.sh``.
 
 ``--quick`` is a smoke run of the same code (one seed, GA and ULMR, one epoch, 8 eval items,
 two audit attacks) into ``<work>-quick`` / ``<out>-quick``.
