@@ -117,8 +117,9 @@ def hub_base_model(spec: Any) -> tuple[str | None, str | None]:
         return EMBEDDED_HUB_ID, None
     from .models import packaged_model
 
-    if packaged_model(s) is not None:
-        return packaged_model(s).hub_id, None
+    pm = packaged_model(s)
+    if pm is not None:
+        return pm.hub_id, None
     p = Path(s).expanduser()
     if p.exists():
         path = p.resolve()
@@ -143,8 +144,9 @@ def _base_license(spec: Any) -> str | None:
         return EMBEDDED_LICENSE
     from .models import packaged_model
 
-    if packaged_model(spec) is not None:
-        return packaged_model(spec).licence
+    pm = packaged_model(spec)
+    if pm is not None:
+        return pm.licence
     readme = Path(str(spec)).expanduser() / CARD_NAME
     if readme.is_file():
         try:

@@ -225,6 +225,17 @@ class RetainDataSpec:
     mode: Literal["replace", "add"] = field(default="replace", metadata={OMIT_AT_DEFAULT: True})
     size: int | None = field(default=None, metadata={OMIT_AT_DEFAULT: True})  #: rows added per target (add)
 
+    def validate(self) -> None:
+        """Refuse a missing source file, an unknown mode or a non-positive size, naming the field."""
+        if not self.source:
+            raise ConfigError("retain_data.source: a QA file is required (e.g. databricks-dolly-15k.jsonl)")
+        if not Path(self.source).exists():
+            raise ConfigError(f"retain_data.source: {self.source} not found")
+        if self.mode not in ("replace", "add"):
+            raise ConfigError(f"retain_data.mode: {self.mode!r} is not one of ['replace', 'add']")
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
+            raise ConfigError(f"retain_data.size: must be a positive integer, got {self.size!r}")
+
 
 @dataclass
 class RunConfig:
@@ -288,15 +299,7 @@ class RunConfig:
         if self.retain_data is not None:
             if kind != "target":
                 raise ConfigError("retain_data: replaces the targets' hard-retaining data (target requests only)")
-            if not self.retain_data.source:
-                raise ConfigError("retain_data.source: a QA file is required (e.g. databricks-dolly-15k.jsonl)")
-            if not Path(self.retain_data.source).exists():
-                raise ConfigError(f"retain_data.source: {self.retain_data.source} not found")
-            if self.retain_data.mode not in ("replace", "add"):
-                raise ConfigError(f"retain_data.mode: {self.retain_data.mode!r} is not one of ['replace', 'add']")
-            if self.retain_data.size is not None and (not isinstance(self.retain_data.size, int)
-                                                      or self.retain_data.size < 1):
-                raise ConfigError(f"retain_data.size: must be a positive integer, got {self.retain_data.size!r}")
+            self.retain_data.validate()
         if self.generator is not None and self.generator != "self":
             from .generate.factory import as_generator_config
 

@@ -115,10 +115,7 @@ class SnapRunConfig:
         if self.eval.max_new_tokens < 1 or self.eval.batch_size < 1:
             raise ConfigError("eval.max_new_tokens / eval.batch_size: must be >= 1")
         if self.retain_data is not None:
-            if not self.retain_data.source:
-                raise ConfigError("retain_data.source: a QA file is required (e.g. databricks-dolly-15k.jsonl)")
-            if not Path(self.retain_data.source).exists():
-                raise ConfigError(f"retain_data.source: {self.retain_data.source} not found")
+            self.retain_data.validate()
 
 
 def sample_general(prompts: Sequence[str], n: int | None, seed: int = 0) -> list[str]:
@@ -151,15 +148,14 @@ def general_retain_streams(targets: Sequence["TargetData"], spec: RetainDataSpec
             if r.question not in skip]
     rng = random.Random(spec.seed)
     order = rng.sample(range(len(pool)), len(pool))
-    mode = getattr(spec, "mode", "replace")
     pos = 0
     for t in targets:
         own = len(t.retain_train) or len(t.forget_train)
-        n = (getattr(spec, "size", None) or own) if mode == "add" else own
+        n = (spec.size or own) if spec.mode == "add" else own
         if pos + n > len(pool):
             raise ConfigError(f"retain_data.source: {len(pool)} usable rows, fewer than the {pos + n} needed")
         drawn = [pool[i] for i in order[pos:pos + n]]
-        t.retain_train = (list(t.retain_train) + drawn) if mode == "add" else drawn
+        t.retain_train = (list(t.retain_train) + drawn) if spec.mode == "add" else drawn
         pos += n
 
 
