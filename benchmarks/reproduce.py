@@ -56,7 +56,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,15 +63,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import TOFU_DIR  # noqa: E402
+from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cli, _floats,  # noqa: E402
+                              _lr_map, _shown, _slug, mean_std, read_train_log)
 
-ROOT = HERE.parent
-DATA = Path("benchmarks") / "data"  # relative to ROOT, where every command runs
 #: TOFU teaching (Base / Retraining): full fine-tuning at a teaching learning rate
 TEACH = {"lr": 3e-4, "epochs": 4, "batch_size": 4, "max_length": 192}
-#: preset effective batch sizes (batch_size × grad_accum), kept with a CPU-sized micro-batch
-EFFECTIVE_BATCH = {"ga": 32, "kl": 32, "dpo": 32, "npo": 32, "graddiff": 32, "ulmr": 16, "snap": 32, "euclidean": 32,
-                   "fisher": 32}
-MICRO_BATCH = 8
 NAMES = {"ga": "GA", "kl": "KL", "dpo": "DPO", "npo": "NPO", "graddiff": "GradDiff", "snap": "SNAP",
          "euclidean": "Euclidean", "fisher": "Fisher"}
 DATA_LABEL = {"templates_none": "templates", "templates_none_orig": "templates+orig"}
@@ -86,117 +81,6 @@ TOFU_COLUMNS = [
     ("World Facts TR", "world_facts_truth_ratio", 100),
     ("Forget Quality", "forget_quality", 1), ("Model Utility", "model_utility", 100),
 ]
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "obliviate.cli", *args]
-
-
-def _shown(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in ["obliviate", *cmd[3:]])
-
-
-class Steps:
-    """Runs CLI steps in order and keeps what they produced across sessions.
-
-    A step is skipped when its marker file exists in the work folder (this session's models), or
-    when every file it archives is already in the committed archive: those copies are restored
-    into the work folder instead of running it (a new checkout has the committed results but no
-    models). A step runs its ``needs`` (other steps, e.g. the training run an evaluation scores)
-    only when it has to run itself, so a resumed run re-trains a model only for an evaluation that
-    is still missing. Every step's wall time is kept in ``steps.json`` beside the tables
-    (atomically rewritten after each step), so timings survive interruptions too."""
-
-    def __init__(self, record: Path):
-        from obliviate.io import atomic_write_json
-
-        self._write = atomic_write_json
-        self.path = record / "steps.json"
-        self.times: dict[str, float] = json.loads(self.path.read_text())["seconds"] if self.path.is_file() else {}
-        self.log: list[dict] = []
-        self._logged: set[str] = set()
-        self.part = "tofu"  #: the part the next steps belong to (each part has its own commands.sh)
-
-    def _note(self, name: str, shown: str, seconds, how: str) -> None:
-        if name not in self._logged:
-            self._logged.add(name)
-            self.log.append({"step": name, "command": shown, "seconds": seconds, "skipped": how != "ran",
-                             "how": how, "part": self.part})
-
-    def run(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
-            needs: tuple = (), keep: dict[Path, Path] | None = None) -> str:
-        """Run ``cmd`` unless finished (``done`` exists) or archived; returns ``ran``, ``done`` or
-        ``restored``. ``archive`` maps produced files to their committed copies (which stand for
-        the step when present); ``keep`` files are copied out too but never stand for the step
-        (a training run's log: the model it writes cannot be committed)."""
-        import shutil
-
-        shown = _shown(cmd)
-        copies = {**(archive or {}), **(keep or {})}
-        archive = archive or {}
-        if done.exists():
-            for src, dst in copies.items():
-                if src.is_file() and not dst.is_file():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dst)
-            self._note(name, shown, self.times.get(shown), "done")
-            return "done"
-        if archive and all(dst.is_file() for dst in archive.values()):
-            for src, dst in archive.items():
-                src.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(dst, src)
-            print(f"[skip] {name} (restored from {next(iter(archive.values())).parent})", flush=True)
-            self._note(name, shown, self.times.get(shown), "restored")
-            return "restored"
-        for need in needs:
-            need()
-        print(f"[run ] {name}: {shown}", flush=True)
-        t0 = time.time()
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        dt = round(time.time() - t0, 1)
-        self.times[shown] = dt
-        self._write(self.path, {"seconds": self.times})
-        for src, dst in copies.items():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + ".tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        print(f"[done] {name}: {dt:.0f} s", flush=True)
-        self._note(name, shown, dt, "ran")
-        return "ran"
-
-    def step(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
-             needs: tuple = (), keep: dict[Path, Path] | None = None):
-        """A deferred :meth:`run`: a callable that runs the step (once) when called."""
-        state: dict = {}
-
-        def ensure() -> None:
-            if "how" not in state:
-                state["how"] = self.run(name, cmd, done, archive, needs, keep)
-        return ensure
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in str(text).split(",") if x.strip()]
-
-
-def _lr_map(text: str, methods: list[str]) -> dict[str, float]:
-    """``"1e-4"`` (every method) or ``"ga=1e-4,ulmr=5e-5"`` (the rest keep 1e-4)."""
-    out = {m: 1e-4 for m in methods}
-    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
-        if "=" in part:
-            k, v = part.split("=", 1)
-            if k.strip() not in out:
-                raise SystemExit(f"--lr: unknown method {k!r} (methods: {', '.join(methods)})")
-            out[k.strip()] = float(v)
-        else:
-            out = {m: float(part) for m in out}
-    return out
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _cell(values: list[float], scale: float) -> str:
@@ -217,14 +101,6 @@ def seed_table(rows: dict[str, list[dict]], columns=TOFU_COLUMNS) -> str:
         cells = [_cell([m[k] for m in ms if isinstance(m.get(k), (int, float))], sc) for _, k, sc in columns]
         lines.append(f"| {name} | {len(ms)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def read_train_log(path: Path) -> list[dict]:
-    """The loss rows of a ``train_log.jsonl`` (one per optimizer step)."""
-    if not path.is_file():
-        return []
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return [r for r in rows if "loss" in r]
 
 
 def plot_loss_curves(curves: dict[str, list[dict]], path: Path) -> None:
@@ -490,10 +366,6 @@ SNAP_PAPER = {"SNAP": {"UA": 94.00, "RA": 96.00, "TA": 80.22},
               "- Wasserstein Reg.": {"UA": 95.00, "RA": 93.11, "TA": 71.89},
               "- HardRDA": {"UA": 100.00, "RA": 0.00, "TA": 2.00},
               "Prompting": {"UA": 22.33}}
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_").replace("__", "_")
 
 
 def snap_targets(kind: str, names: list[str] | None = None) -> list[dict]:

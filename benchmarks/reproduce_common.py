@@ -1,0 +1,146 @@
+"""The step runner and small helpers every part of ``benchmarks/reproduce.py`` shares.
+
+:class:`Steps` runs one ``obliviate`` command per step, skips a finished step (its marker file) or
+restores it from the committed archive, and keeps every step's wall time in ``steps.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path("benchmarks") / "data"  # relative to ROOT, where every command runs
+#: preset effective batch sizes (batch_size × grad_accum), kept with a CPU-sized micro-batch
+EFFECTIVE_BATCH = {"ga": 32, "kl": 32, "dpo": 32, "npo": 32, "graddiff": 32, "ulmr": 16, "snap": 32, "euclidean": 32,
+                   "fisher": 32}
+MICRO_BATCH = 8
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "obliviate.cli", *args]
+
+
+def _shown(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in ["obliviate", *cmd[3:]])
+
+
+class Steps:
+    """Runs CLI steps in order and keeps what they produced across sessions.
+
+    A step is skipped when its marker file exists in the work folder (this session's models), or
+    when every file it archives is already in the committed archive: those copies are restored
+    into the work folder instead of running it (a new checkout has the committed results but no
+    models). A step runs its ``needs`` (other steps, e.g. the training run an evaluation scores)
+    only when it has to run itself, so a resumed run re-trains a model only for an evaluation that
+    is still missing. Every step's wall time is kept in ``steps.json`` beside the tables
+    (atomically rewritten after each step), so timings survive interruptions too."""
+
+    def __init__(self, record: Path):
+        from obliviate.io import atomic_write_json
+
+        self._write = atomic_write_json
+        self.path = record / "steps.json"
+        self.times: dict[str, float] = json.loads(self.path.read_text())["seconds"] if self.path.is_file() else {}
+        self.log: list[dict] = []
+        self._logged: set[str] = set()
+        self.part = "tofu"  #: the part the next steps belong to (each part has its own commands.sh)
+
+    def _note(self, name: str, shown: str, seconds, how: str) -> None:
+        if name not in self._logged:
+            self._logged.add(name)
+            self.log.append({"step": name, "command": shown, "seconds": seconds, "skipped": how != "ran",
+                             "how": how, "part": self.part})
+
+    def run(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
+            needs: tuple = (), keep: dict[Path, Path] | None = None) -> str:
+        """Run ``cmd`` unless finished (``done`` exists) or archived; returns ``ran``, ``done`` or
+        ``restored``. ``archive`` maps produced files to their committed copies (which stand for
+        the step when present); ``keep`` files are copied out too but never stand for the step
+        (a training run's log: the model it writes cannot be committed)."""
+        import shutil
+
+        shown = _shown(cmd)
+        copies = {**(archive or {}), **(keep or {})}
+        archive = archive or {}
+        if done.exists():
+            for src, dst in copies.items():
+                if src.is_file() and not dst.is_file():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+            self._note(name, shown, self.times.get(shown), "done")
+            return "done"
+        if archive and all(dst.is_file() for dst in archive.values()):
+            for src, dst in archive.items():
+                src.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(dst, src)
+            print(f"[skip] {name} (restored from {next(iter(archive.values())).parent})", flush=True)
+            self._note(name, shown, self.times.get(shown), "restored")
+            return "restored"
+        for need in needs:
+            need()
+        print(f"[run ] {name}: {shown}", flush=True)
+        t0 = time.time()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        dt = round(time.time() - t0, 1)
+        self.times[shown] = dt
+        self._write(self.path, {"seconds": self.times})
+        for src, dst in copies.items():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        print(f"[done] {name}: {dt:.0f} s", flush=True)
+        self._note(name, shown, dt, "ran")
+        return "ran"
+
+    def step(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
+             needs: tuple = (), keep: dict[Path, Path] | None = None):
+        """A deferred :meth:`run`: a callable that runs the step (once) when called."""
+        state: dict = {}
+
+        def ensure() -> None:
+            if "how" not in state:
+                state["how"] = self.run(name, cmd, done, archive, needs, keep)
+        return ensure
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in str(text).split(",") if x.strip()]
+
+
+def _lr_map(text: str, methods: list[str]) -> dict[str, float]:
+    """``"1e-4"`` (every method) or ``"ga=1e-4,ulmr=5e-5"`` (the rest keep 1e-4)."""
+    out = {m: 1e-4 for m in methods}
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            if k.strip() not in out:
+                raise SystemExit(f"--lr: unknown method {k!r} (methods: {', '.join(methods)})")
+            out[k.strip()] = float(v)
+        else:
+            out = {m: float(part) for m in out}
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """The loss rows of a ``train_log.jsonl`` (one per optimizer step)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return [r for r in rows if "loss" in r]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_").replace("__", "_")
