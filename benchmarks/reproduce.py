@@ -36,7 +36,8 @@ Parts:
   RWKU targets of the committed ``benchmarks/data/snap_rwku_*_<--snap-data>`` folders: one
   ``obliviate run`` per (row, target), configs in ``<out>/snap/configs/``, archived results in
   ``<out>/snap/runs/``, the table ``<out>/snap/snap_table1.md`` (every archived run, mean ± std over
-  the targets and each target with 95 % intervals), its own ``snap/commands.sh``.
+  the targets and each target with 95 % intervals), its own ``snap/commands.sh``. Then (``--snap-modes``)
+  SNAP §4.7 / Figure 5: batch and sequential unlearning of those targets (``snap_figure5.md`` / ``.png``).
 
 ``--quick`` is a smoke run of the same code (one seed, GA and ULMR, one epoch, 8 eval items,
 two audit attacks) into ``<work>-quick`` / ``<out>-quick``.
@@ -528,6 +529,129 @@ def write_snap_tables(args, o: Path, results: dict, base: dict, targets: list[di
     print(f"table: {o / 'snap_table1.md'}", flush=True)
 
 
+#: SNAP §4.7 / Figure 5: the SNAP row with every target at once (batch) and one after another (sequential)
+SNAP_MODES = ("batch", "sequential")
+
+
+def snap_modes_part(args, steps: Steps, work: Path, out: Path) -> None:
+    """SNAP §4.7 (Figure 5): batch and sequential unlearning of the committed targets.
+
+    ``batch`` trains one model on every target's forgetting and retaining data concatenated;
+    ``sequential`` trains one step per target (in ``snap_targets`` order), each starting from the
+    previous step's model, and evaluates every target after every step. Both are one ``obliviate
+    run`` (the SNAP row's hyperparameters; the original model's step 0 comes from the single-target
+    SNAP runs' ``base_metrics.json``). Archived: ``summary.json``, ``metrics.json``, the training
+    logs; outputs ``snap_figure5.md`` / ``.json`` / ``.png``."""
+    import yaml
+
+    from obliviate.io import atomic_write_text
+    from obliviate.runconfig import slug as run_slug
+
+    o = out / "snap"
+    (o / "configs").mkdir(parents=True, exist_ok=True)
+    targets = snap_targets(args.snap_data, args.snap_targets)
+    if len(targets) < 2:
+        print("[skip] SNAP batch / sequential unlearning: needs at least two --snap-targets", flush=True)
+        return
+    summaries: dict[str, dict] = {}
+    for mode in args.snap_modes:
+        name = f"snap_{mode}"
+        d = work / "snap" / name
+        cfg = snap_config(args, "SNAP", "snap", {}, targets, mode, d, False)
+        cfg_path = o / "configs" / f"{name}.yaml"
+        text = (f"# SNAP part of benchmarks/reproduce.py: {mode} unlearning of "
+                f"{', '.join(t['target'] for t in targets)} (SNAP §4.7, Figure 5)\n"
+                + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        if not cfg_path.is_file() or cfg_path.read_text() != text:
+            atomic_write_text(cfg_path, text)
+        arch = o / "runs" / name
+        archive = {d / "metrics.json": arch / "metrics.json", d / "summary.json": arch / "summary.json"}
+        if mode == "batch":
+            keep = {d / "train" / "train_log.jsonl": arch / "train_log.jsonl"}
+        else:
+            keep = {d / f"step_{k:02d}_{run_slug(t['target'])}" / "train" / "train_log.jsonl":
+                    arch / f"train_log_step_{k:02d}.jsonl" for k, t in enumerate(targets, 1)}
+        steps.run(f"SNAP {mode} {len(targets)} targets", _cli("run", str(cfg_path), "--no-progress"),
+                  d / "metrics.json", archive=archive, keep=keep)
+        summaries[mode] = json.loads((arch / "summary.json").read_text())
+    base = [json.loads((o / "runs" / f"snap_{t['slug']}" / "base_metrics.json").read_text())
+            for t in targets if (o / "runs" / f"snap_{t['slug']}" / "base_metrics.json").is_file()]
+    write_snap_figure5(o, summaries, base, [t["target"] for t in targets])
+
+
+def _step_points(summary: dict) -> list[dict]:
+    """The trained model's rows of a run's ``summary.json``: step, forgotten targets, UA / RA (mean
+    and std over the forgotten targets), TA, and UA / RA of the targets not yet unlearned."""
+    keys = ("UA", "UA_std", "RA", "RA_std", "TA", "UA_pending", "RA_pending", "UA_multihop")
+    return [{"step": r["step"], "forgotten": r["forgotten"], **{k: r.get(k) for k in keys}}
+            for r in summary.get("steps", []) if r.get("model") == "trained"]
+
+
+def write_snap_figure5(o: Path, summaries: dict[str, dict], base: list[dict], names: list[str]) -> None:
+    """``snap_figure5.md`` / ``.json`` (one row per sequential step, the batch row) and the plot
+    ``snap_figure5.png``: sequential UA / RA / TA against the number of targets forgotten (mean ±
+    std over the forgotten targets, shaded), batch unlearning dashed (Figure 5's layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from obliviate.io import atomic_write_json, atomic_write_text
+
+    seq = _step_points(summaries["sequential"]) if "sequential" in summaries else []
+    batch = (_step_points(summaries["batch"]) or [None])[-1] if "batch" in summaries else None
+    start = None
+    if base:  # step 0: the original model (UA of nothing forgotten is shown as the targets' own UA)
+        start = {"step": 0, "forgotten": [],
+                 "UA": statistics.fmean([_base_row(m, n)["UA"] for m, n in zip(base, names)]),
+                 "RA": statistics.fmean([_base_row(m, n)["RA"] for m, n in zip(base, names)]),
+                 "TA": statistics.fmean([m["TA"] for m in base]), "UA_std": 0.0, "RA_std": 0.0}
+
+    def pct(v, sd=None):
+        if not isinstance(v, (int, float)):
+            return "–"
+        return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if isinstance(sd, (int, float)) and sd else "")
+
+    lines = ["| run | step | forgotten | UA | UA♣ | RA | TA | UA pending | RA pending |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, r in ([("original", start)] if start else []) + [("sequential", r) for r in seq] + \
+            ([("batch", batch)] if batch else []):
+        lines.append(f"| {label} | {r['step']} | {', '.join(r['forgotten']) or '–'} | {pct(r['UA'], r.get('UA_std'))} "
+                     f"| {pct(r.get('UA_multihop'))} | {pct(r['RA'], r.get('RA_std'))} | {pct(r['TA'])} "
+                     f"| {pct(r.get('UA_pending'))} | {pct(r.get('RA_pending'))} |")
+    md = ["# SNAP batch and sequential unlearning (SNAP §4.7, Figure 5)", "",
+          f"Targets in order: {', '.join(names)}. UA / UA♣ / RA: mean ± std over the targets forgotten so far; "
+          "pending: the targets not yet unlearned; TA: general instructions. In %; the plot is "
+          "`snap_figure5.png`.", "", *lines, ""]
+    atomic_write_text(o / "snap_figure5.md", "\n".join(md))
+    atomic_write_json(o / "snap_figure5.json", {"targets": names, "original": start, "sequential": seq,
+                                                "batch": batch})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = ([start] if start else []) + seq
+    for key, color in (("UA", "tab:red"), ("RA", "tab:blue"), ("TA", "tab:green")):
+        xs = [p["step"] for p in pts if isinstance(p.get(key), (int, float))]
+        ys = [100 * p[key] for p in pts if isinstance(p.get(key), (int, float))]
+        if xs:
+            ax.plot(xs, ys, marker="o", color=color, label=f"{key} (sequential)")
+            sds = [100 * (p.get(f"{key}_std") or 0.0) for p in pts if isinstance(p.get(key), (int, float))]
+            ax.fill_between(xs, [y - s for y, s in zip(ys, sds)], [y + s for y, s in zip(ys, sds)],
+                            color=color, alpha=0.15)
+        if batch and isinstance(batch.get(key), (int, float)):
+            ax.axhline(100 * batch[key], color=color, linestyle="--", linewidth=1, label=f"{key} (batch)")
+    ax.set_xlabel("targets unlearned")
+    ax.set_ylabel("%")
+    ax.set_xticks(range(0, len(names) + 1))
+    ax.set_ylim(-5, 105)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = o / "snap_figure5.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, o / "snap_figure5.png")
+    print(f"figure: {o / 'snap_figure5.png'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="tofu,audit,snap", help="comma-separated: tofu, audit, snap")
@@ -554,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snap-targets", default=None, help="comma-separated targets (default: every committed one)")
     ap.add_argument("--snap-rows", default=",".join(r[0] for r in SNAP_ROWS),
                     help="SNAP part rows: " + ", ".join(r[0] for r in SNAP_ROWS))
+    ap.add_argument("--snap-modes", default=",".join(SNAP_MODES),
+                    help="SNAP §4.7 runs of every --snap-targets target: batch, sequential ('' for none)")
     ap.add_argument("--snap-lr", type=float, default=1e-4)
     ap.add_argument("--snap-seed", type=int, default=0)
     ap.add_argument("--general", default="../shared/data/rwku/1_Stephen_King/fluency.json",
@@ -573,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         args.audit_max_samples, args.audit_attacks = 5, "quantization,membership"
         args.snap_rows, args.max_general = "SNAP,Prompting", 8
         args.snap_targets = args.snap_targets or "Stephen King"
+        args.snap_modes = ""
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - {"tofu", "audit", "snap"}
     if unknown:
@@ -582,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         raise SystemExit(f"--snap-rows: unknown {sorted(bad)} (known: {', '.join(r[0] for r in SNAP_ROWS)})")
     args.snap_targets = [x.strip() for x in args.snap_targets.split(",")] if args.snap_targets else None
+    args.snap_modes = [m.strip() for m in str(args.snap_modes).split(",") if m.strip()]
+    if set(args.snap_modes) - set(SNAP_MODES):
+        raise SystemExit(f"--snap-modes: unknown {sorted(set(args.snap_modes) - set(SNAP_MODES))} "
+                         f"(known: {', '.join(SNAP_MODES)})")
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -596,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.time()
         steps.part = "snap"
         snap_part(args, steps, work, out)
+        if args.snap_modes:
+            snap_modes_part(args, steps, work, out)
         write_record(args, steps, out / "snap", time.time() - t1, ("snap",))
     return 0
 

@@ -96,3 +96,39 @@ def test_snap_part_configs_are_valid_runs_on_the_committed_data(tmp_path):
                           {}, targets[:2])
     md = (tmp_path / "snap_table1.md").read_text()
     assert "| SNAP | 2 | 95.00 ± 7.07 | – | 70.00 ± 14.14 | 50.00 ± 0.00 |" in md
+
+
+def test_snap_modes_configs_and_figure5(tmp_path):
+    """Batch and sequential unlearning (SNAP §4.7) of the committed targets are valid runs with one
+    step over every target / one step per target, and Figure 5's table and plot come from their
+    ``summary.json`` rows (sequential: mean ± std over the targets forgotten so far)."""
+    import argparse
+
+    from obliviate.runconfig import run_config_from_dict
+    from obliviate.runner import plan_steps
+
+    mod = _reproduce()
+    targets = mod.snap_targets("templates")
+    args = argparse.Namespace(snap_lr=1e-4, epochs=None, model="smollm2-135m-instruct", snap_seed=0,
+                              general="g.json", max_general=10, snap_data="templates")
+    names = [t["target"] for t in targets]
+    for mode, n_steps in (("batch", 1), ("sequential", 3)):
+        cfg = run_config_from_dict(mod.snap_config(args, "SNAP", "snap", {}, targets, mode, tmp_path / mode, False))
+        cfg.validate()
+        planned = plan_steps(cfg, tmp_path / mode, names)
+        assert len(planned) == n_steps and planned[-1].forgotten == [0, 1, 2]
+    row = lambda step, forgotten, ua, ua_sd, ra: {"step": step, "model": "trained", "forgotten": forgotten,
+                                                  "UA": ua, "UA_std": ua_sd, "RA": ra, "RA_std": 0.0, "TA": 0.3,
+                                                  "UA_pending": 0.0, "RA_pending": 1.0}
+    seq = {"steps": [{"step": 0, "model": "base", "forgotten": []}, row(1, names[:1], 0.9, 0.0, 0.8),
+                     row(2, names[:2], 0.95, 0.05, 0.7), row(3, names, 1.0, 0.0, 0.6)]}
+    batch = {"steps": [row(1, names, 0.97, 0.02, 0.75)]}
+    base = {"per_target": {n: {"UA": 0.0, "RA": 1.0} for n in names}, "TA": 0.94}
+    mod.write_snap_figure5(tmp_path, {"sequential": seq, "batch": batch}, [base] * 3, names)
+    md = (tmp_path / "snap_figure5.md").read_text()
+    assert "| original | 0 | – | 0.0 | – | 100.0 | 94.0 |" in md
+    assert f"| sequential | 2 | {names[0]}, {names[1]} | 95.0 ± 5.0 | – | 70.0 | 30.0 | 0.0 | 100.0 |" in md
+    assert "| batch | 1 |" in md and "97.0 ± 2.0" in md
+    assert (tmp_path / "snap_figure5.png").stat().st_size > 1000
+    fig = json.loads((tmp_path / "snap_figure5.json").read_text())
+    assert [p["step"] for p in fig["sequential"]] == [1, 2, 3] and fig["batch"]["UA"] == 0.97
