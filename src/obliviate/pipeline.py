@@ -287,17 +287,18 @@ def stage_augment(cfg: RunConfig, forget: list[QARecord], out: Path, *, progress
 
 def stage_train(cfg: RunConfig, streams: dict[str, list[QARecord]], out: Path, *, progress: bool = True,
                 model_spec: Any = None, tokenizer=None, force: bool = False, run_dir: Path | None = None,
-                inputs: dict | None = None) -> Path | None:
+                inputs: dict | None = None, record: dict | None = None) -> Path | None:
     """Train from ``model_spec`` (default ``cfg.model``) into ``out/train`` (none for ``train: false``
     presets). ``out/train/model`` is reused when its ``stage.json`` matches the start model, the
-    training settings and the streams' data. ``inputs`` (name → file) go into the trainer's manifest."""
+    training settings and the streams' data. ``inputs`` (name → file) go into the trainer's manifest;
+    ``record`` is :func:`train_record` of these arguments when the caller already computed it."""
     from .train import train_unlearning
 
     tc = cfg.train_config()
     if not tc.train:
         return None
     final = out / "train" / "model"
-    rec = train_record(cfg, streams, model_spec)
+    rec = record if record is not None else train_record(cfg, streams, model_spec)
     if reuse_stage(out / "train" / STAGE_FILE, rec, _is_model_dir(final), force=force,
                    outputs=[final, out / "train" / "checkpoints"], run_dir=run_dir or out):
         log.info("train: %s exists, reused", final)

@@ -279,6 +279,7 @@ class _Run:
         self.errors: list[str] = []
         self.status: dict[str, list[str]] = {}
         self.paths: dict[str, Any] = {}
+        self._general: list[str] | None = None  #: D_g, sampled on first use
 
     # the check collects every mismatch instead of stopping at the first
     def _reuse(self, rec_path: Path, rec: dict, done: bool, *, outputs: Sequence[Path] = (),
@@ -346,7 +347,7 @@ class _Run:
 
     def general(self) -> list[str]:
         """SNAP's general set D_g for TA (sampled once, the same at every step)."""
-        if not hasattr(self, "_general"):
+        if self._general is None:
             from .data.readers import read_prompts
             from .sequential import sample_general
 
@@ -371,15 +372,15 @@ class _Run:
         if retain:
             streams["retain"] = retain
         final = step.dir / "train" / "model"
+        rec = train_record(self.cfg, streams, start)
         if self.check:
-            self._reuse(step.dir / "train" / STAGE_FILE, train_record(self.cfg, streams, start), _is_model_dir(final))
+            self._reuse(step.dir / "train" / STAGE_FILE, rec, _is_model_dir(final))
             return str(self._full_model(final, step, dry=True))
         old = read_stage_record(step.dir / "train" / STAGE_FILE)
-        reused = (_is_model_dir(final) and old is not None
-                  and old.get("fingerprint") == train_record(self.cfg, streams, start)["fingerprint"])
+        reused = _is_model_dir(final) and old is not None and old.get("fingerprint") == rec["fingerprint"]
         inputs = {f"{r.name}/{k}": p for r in trained for k, p in r.files.items()}
         path = stage_train(self.cfg, streams, step.dir, progress=self.progress, model_spec=start, force=self.force,
-                           run_dir=self.out, inputs=inputs)
+                           run_dir=self.out, inputs=inputs, record=rec)
         self._status("train", "skipped (exists)" if reused else "done")
         return str(self._full_model(Path(path), step))
 
