@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# made by: python benchmarks/reproduce.py --parts snap --snap-rows SNAP
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows '' --snap-targets 'Stephen King'
 # every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)
 set -euo pipefail
 # SNAP SNAP Stephen King: 1284.0 s
@@ -8,5 +8,11 @@ obliviate run benchmarks/results/reproduce/snap/configs/snap_stephen_king.yaml -
 obliviate run benchmarks/results/reproduce/snap/configs/snap_confucius.yaml --no-progress
 # SNAP SNAP Bruce Lee: 1117.7 s
 obliviate run benchmarks/results/reproduce/snap/configs/snap_bruce_lee.yaml --no-progress
+# SNAP Prompting Stephen King: 295.0 s
+obliviate run benchmarks/results/reproduce/snap/configs/prompting_stephen_king.yaml --no-progress
+# SNAP Euclidean Stephen King: 820.1 s
+obliviate run benchmarks/results/reproduce/snap/configs/euclidean_stephen_king.yaml --no-progress
+# SNAP Fisher Stephen King: 910.9 s
+obliviate run benchmarks/results/reproduce/snap/configs/fisher_stephen_king.yaml --no-progress
 # SNAP SNAP + D_g Stephen King: 1351.4 s
 obliviate run benchmarks/results/reproduce/snap/configs/snap__d_g_stephen_king.yaml --no-progress
