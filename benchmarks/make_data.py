@@ -8,6 +8,9 @@ offline stand-in for the papers' GPT-4 / Llama-3-8B data generators):
 * SNAP forgetting / hard-retaining sets (§3.1, §4.8 real-person setting) for three RWKU targets,
   the hard-retaining answers written greedily by the model being unlearned (the embedded
   SmolLM2-135M-Instruct).
+* ULMR pairs for the same three RWKU targets (ULMR Table 4), rewritten from the *training*
+  forgetting questions of those SNAP sets (``forget_train.jsonl`` only: never ``forget_eval*.jsonl``
+  nor RWKU's probes), ``--filter none``; built after the SNAP sets they read.
 
 Next to the command's own outputs (``forget_augmented.jsonl`` / ``forget_train.jsonl`` …,
 ``augment_report.md``, ``augment_stats.json`` / ``dedup_report.json``, ``manifest.json``) every
@@ -107,7 +110,30 @@ def specs() -> list[dict]:
                               "templates are about people). Retaining categories "
                               f"{', '.join(RETAIN_CATEGORIES)} (Implicit left out), answers by {ANSWER_MODEL} "
                               f"greedy, at most {ANSWER_MAX_NEW_TOKENS} new tokens (sized for 2 CPU cores)")})
+    for suffix, folder, target, _alias, _size in RWKU_TARGETS:
+        name = ulmr_rwku_name(suffix)
+        src = DATA / f"snap_rwku_{suffix}_templates" / "forget_train.jsonl"
+        argv = ["augment", "ulmr", "--forget", str(src), "--generator", "templates:seed=0", "--filter", "none",
+                "--n-rewrites", "2", "--seed", "0", "--out", str(DATA / name), "--cache-dir", str(CACHE / name),
+                "--no-progress"]
+        out.append({"name": name, "kind": "ulmr", "argv": argv, "inputs": [str(src)],
+                    "prompts": ["ulmr_prompt_rewrite.txt", "ulmr_negative_prompt.txt"],
+                    "generator": "templates:seed=0", "answer_generator": None,
+                    "notes": (f"RWKU target {target} (../shared/data/rwku/{folder}), ULMR Table 4: the forget "
+                              f"instructions are the training forgetting questions of the committed "
+                              f"snap_rwku_{suffix}_templates/forget_train.jsonl (never its forget_eval*.jsonl, "
+                              "never RWKU's forget / neighbor probes: RWKU ships no question set for training), "
+                              "2 rewrites per question (Table 1 prompt) and one negative response per rewrite "
+                              "(Table 2 prompt), both by the templates stand-in; --filter none = the paper's "
+                              "setting (only empty outputs rejected). The `original_answer` each row carries is "
+                              "SNAP's obliterated response (those questions have no reference answers); ULMR "
+                              "does not train on it")})
     return out
+
+
+def ulmr_rwku_name(suffix: str, kind: str = "templates_none") -> str:
+    """The committed ULMR data folder of an RWKU target (``suffix`` = ``1_stephen_king``)."""
+    return f"ulmr_rwku_{suffix}_{kind}"
 
 
 def sha256(path: Path) -> str:

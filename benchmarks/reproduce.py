@@ -1,6 +1,6 @@
 """Rebuild the papers' tables from the committed training data (issue #16), resumable step by step.
 
-    python benchmarks/reproduce.py [--parts tofu,audit,snap] [--splits forget01] [--seeds 0,1,2]
+    python benchmarks/reproduce.py [--parts tofu,audit,snap,rwku] [--splits forget01] [--seeds 0,1,2]
                                    [--data templates_none,templates_none_orig] [--quick]
                                    [--work runs/reproduce] [--out benchmarks/results/reproduce]
 
@@ -64,6 +64,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import TOFU_DIR  # noqa: E402
+import reproduce_rwku  # noqa: E402
 from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cli, _floats,  # noqa: E402
                               _lr_map, _shown, _slug, mean_std, read_train_log)
 
@@ -654,7 +655,7 @@ def write_snap_figure5(o: Path, summaries: dict[str, dict], base: list[dict], na
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="tofu,audit,snap", help="comma-separated: tofu, audit, snap")
+    ap.add_argument("--parts", default="tofu,audit,snap,rwku", help="comma-separated: tofu, audit, snap, rwku")
     ap.add_argument("--work", default="runs/reproduce")
     ap.add_argument("--out", default="benchmarks/results/reproduce")
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -686,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="general instructions for TA (SNAP: dolly-15k)")
     ap.add_argument("--max-general", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes into <work>-quick / <out>-quick")
+    reproduce_rwku.add_arguments(ap)
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # every path (--work, --out, the committed data) is relative to the repository root
     args.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
@@ -700,10 +702,11 @@ def main(argv: list[str] | None = None) -> int:
         args.snap_rows, args.max_general = "SNAP,Prompting", 8
         args.snap_targets = args.snap_targets or "Stephen King"
         args.snap_modes = ""
+        reproduce_rwku.quick(args)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - {"tofu", "audit", "snap"}
+    unknown = set(parts) - {"tofu", "audit", "snap", "rwku"}
     if unknown:
-        raise SystemExit(f"--parts: unknown {sorted(unknown)} (known: tofu, audit, snap)")
+        raise SystemExit(f"--parts: unknown {sorted(unknown)} (known: tofu, audit, snap, rwku)")
     args.snap_rows = [r.strip() for r in str(args.snap_rows).split(",") if r.strip()]
     bad = set(args.snap_rows) - {r[0] for r in SNAP_ROWS}
     if bad:
@@ -730,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.snap_modes:
             snap_modes_part(args, steps, work, out)
         write_record(args, steps, out / "snap", time.time() - t1, ("snap",))
+    if "rwku" in parts:
+        reproduce_rwku.rwku_part(args, steps, work, out)  # writes <out>/rwku/commands.sh and timings.json itself
     return 0
 
 
