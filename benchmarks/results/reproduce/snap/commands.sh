@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# made by: python benchmarks/reproduce.py --parts snap --snap-targets 'Stephen King' --snap-rows 'Prompting,- HardRDA,Euclidean,Fisher,- Wasserstein Reg.'
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows '' --snap-modes sequential
 # every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)
 set -euo pipefail
+# SNAP SNAP Stephen King: 1284.0 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_stephen_king.yaml --no-progress
+# SNAP SNAP Confucius: 2700.4 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_confucius.yaml --no-progress
+# SNAP SNAP Bruce Lee: 1117.7 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_bruce_lee.yaml --no-progress
 # SNAP Prompting Stephen King: 295.0 s
 obliviate run benchmarks/results/reproduce/snap/configs/prompting_stephen_king.yaml --no-progress
 # SNAP Euclidean Stephen King: 820.1 s
@@ -12,11 +18,7 @@ obliviate run benchmarks/results/reproduce/snap/configs/fisher_stephen_king.yaml
 obliviate run benchmarks/results/reproduce/snap/configs/wasserstein_reg_stephen_king.yaml --no-progress
 # SNAP - HardRDA Stephen King: 522.1 s
 obliviate run benchmarks/results/reproduce/snap/configs/hardrda_stephen_king.yaml --no-progress
-# SNAP SNAP Stephen King: 1284.0 s
-obliviate run benchmarks/results/reproduce/snap/configs/snap_stephen_king.yaml --no-progress
-# SNAP SNAP Confucius: 2700.4 s
-obliviate run benchmarks/results/reproduce/snap/configs/snap_confucius.yaml --no-progress
-# SNAP SNAP Bruce Lee: 1117.7 s
-obliviate run benchmarks/results/reproduce/snap/configs/snap_bruce_lee.yaml --no-progress
 # SNAP SNAP + D_g Stephen King: 1351.4 s
 obliviate run benchmarks/results/reproduce/snap/configs/snap__d_g_stephen_king.yaml --no-progress
+# SNAP sequential 3 targets: 3584.9 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_sequential.yaml --no-progress
