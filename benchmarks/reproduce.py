@@ -65,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import TOFU_DIR  # noqa: E402
 import reproduce_rwku  # noqa: E402
-from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cli, _floats,  # noqa: E402
+from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cell, _cli, _floats,  # noqa: E402
                               _lr_map, _shown, _slug, mean_std, read_train_log)
 
 #: TOFU teaching (Base / Retraining): full fine-tuning at a teaching learning rate
@@ -83,15 +83,6 @@ TOFU_COLUMNS = [
     ("World Facts TR", "world_facts_truth_ratio", 100),
     ("Forget Quality", "forget_quality", 1), ("Model Utility", "model_utility", 100),
 ]
-
-
-def _cell(values: list[float], scale: float) -> str:
-    if not values:
-        return "–"
-    m, s = mean_std([v * scale for v in values])
-    if scale == 1:  # forget quality: a p-value, shown in scientific notation when small
-        return f"{m:.3g} ± {s:.2g}" if len(values) > 1 else f"{m:.3g}"
-    return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
 
 
 def seed_table(rows: dict[str, list[dict]], columns=TOFU_COLUMNS) -> str:

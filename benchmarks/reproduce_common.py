@@ -144,3 +144,14 @@ def read_train_log(path: Path) -> list[dict]:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_").replace("__", "_")
+
+
+def _cell(values: list[float], scale: float) -> str:
+    """Mean ± sample std of ``values × scale`` for a table cell: the bare value for one, "–" for none
+    (``scale == 1``: a p-value, in 3 significant digits)."""
+    if not values:
+        return "–"
+    m, s = mean_std([v * scale for v in values])
+    if scale == 1:  # forget quality: a p-value, shown in scientific notation when small
+        return f"{m:.3g} ± {s:.2g}" if len(values) > 1 else f"{m:.3g}"
+    return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"

@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 from make_data import RWKU_TARGETS, ulmr_rwku_name  # noqa: E402
-from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cli, _floats,  # noqa: E402
+from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cell, _cli, _floats,  # noqa: E402
                               _lr_map, _slug, mean_std, read_train_log)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -320,10 +320,7 @@ def training_runs(runs: Path, slugs: list[str], seed: int, lrs: dict) -> list[di
 
 def cell(values: list[float]) -> str:
     """Mean ± sample std (×100) of the values, the bare value for one, "–" for none."""
-    if not values:
-        return "–"
-    m, sd = mean_std([v * SCALE for v in values])
-    return f"{m:.2f} ± {sd:.2f}" if len(values) > 1 else f"{m:.2f}"
+    return _cell(values, SCALE)
 
 
 def _num(v) -> float | None:
