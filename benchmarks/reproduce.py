@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -66,7 +65,7 @@ sys.path.insert(0, str(HERE))
 from common import TOFU_DIR  # noqa: E402
 import reproduce_rwku  # noqa: E402
 from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cell, _cli, _floats,  # noqa: E402
-                              _lr_map, _shown, _slug, mean_std, read_train_log)
+                              _lr_map, _shown, _slug, mean_std, read_train_log, write_record)
 
 #: TOFU teaching (Base / Retraining): full fine-tuning at a teaching learning rate
 TEACH = {"lr": 3e-4, "epochs": 4, "batch_size": 4, "max_length": 192}
@@ -716,39 +715,23 @@ def main(argv: list[str] | None = None) -> int:
         tofu = tofu_part(args, steps, work, out)  # the audit needs its models (finished steps are skipped)
         if "audit" in parts:
             audit_part(args, steps, work, out, tofu)
-        write_record(args, steps, out, time.time() - t0, ("tofu",))
+        write_part_record(steps, out, time.time() - t0, ("tofu",))
     if "snap" in parts:
         t1 = time.time()
         steps.part = "snap"
         snap_part(args, steps, work, out)
         if args.snap_modes:
             snap_modes_part(args, steps, work, out)
-        write_record(args, steps, out / "snap", time.time() - t1, ("snap",))
+        write_part_record(steps, out / "snap", time.time() - t1, ("snap",))
     if "rwku" in parts:
         reproduce_rwku.rwku_part(args, steps, work, out)  # writes <out>/rwku/commands.sh and timings.json itself
     return 0
 
 
-def write_record(args, steps: Steps, out: Path, seconds: float, parts: tuple = ("tofu",)) -> None:
-    """``commands.sh`` (every command of ``parts`` in order with its wall time) and ``timings.json``
-    (the TOFU + audit record in ``<out>``, the SNAP part's in ``<out>/snap``)."""
-    from obliviate.io import atomic_write_json, atomic_write_text
-
-    made_by = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    lines = ["#!/usr/bin/env bash", f"# made by: {made_by}",
-             "# every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)",
-             "set -euo pipefail"]
-    total = 0.0
-    log = [s for s in steps.log if s.get("part", "tofu") in parts]
-    for s in log:
-        sec = s["seconds"]
-        total += sec or 0
-        lines.append(f"# {s['step']}: {sec if sec is not None else '?'} s")
-        lines.append(s["command"])
-    atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
-    atomic_write_json(out / "timings.json", {"made_by": made_by, "this_invocation_seconds": round(seconds, 1),
-                                             "sum_of_step_seconds": round(total, 1), "steps": log,
-                                             "teach": TEACH, "micro_batch": MICRO_BATCH})
+def write_part_record(steps: Steps, out: Path, seconds: float, parts: tuple = ("tofu",)) -> None:
+    """``commands.sh`` and ``timings.json`` of ``parts`` (the TOFU + audit record in ``<out>``, the SNAP
+    part's in ``<out>/snap``), with the teaching preset beside the steps."""
+    total = write_record(steps, out, parts, seconds, extra={"teach": TEACH})
     print(f"total of steps {total:.0f} s (this invocation {seconds:.0f} s); record in {out / 'commands.sh'}")
 
 

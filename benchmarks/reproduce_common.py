@@ -155,3 +155,31 @@ def _cell(values: list[float], scale: float) -> str:
     if scale == 1:  # forget quality: a p-value, shown in scientific notation when small
         return f"{m:.3g} ± {s:.2g}" if len(values) > 1 else f"{m:.3g}"
     return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
+
+
+def write_record(steps: Steps, out: Path, parts: tuple, seconds: float | None = None,
+                 extra: dict | None = None) -> float:
+    """Write ``commands.sh`` (every logged command of ``parts``, in order, with its wall seconds from any
+    run) and ``timings.json`` (the same steps, their sum, this invocation's wall seconds and ``extra``)
+    into ``out``; return the sum of the step seconds."""
+    from obliviate.io import atomic_write_json, atomic_write_text
+
+    made_by = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    log = [s for s in steps.log if s.get("part", "tofu") in parts]
+    lines = ["#!/usr/bin/env bash", f"# made by: {made_by}",
+             f"# every command of the {'/'.join(parts)} part of benchmarks/reproduce.py, in order, "
+             "with its wall seconds (from any run)",
+             "set -euo pipefail"]
+    total = 0.0
+    for s in log:
+        sec = s["seconds"]
+        total += sec or 0
+        lines += [f"# {s['step']}: {sec if sec is not None else '?'} s", s["command"]]
+    atomic_write_text(out / "commands.sh", "\n".join(lines) + "\n")
+    record = {"made_by": made_by}
+    if seconds is not None:
+        record["this_invocation_seconds"] = round(seconds, 1)
+    record.update({"sum_of_step_seconds": round(total, 1), "steps": log, "micro_batch": MICRO_BATCH})
+    record.update(extra or {})
+    atomic_write_json(out / "timings.json", record)
+    return total

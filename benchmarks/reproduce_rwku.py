@@ -43,7 +43,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 from make_data import RWKU_TARGETS, ulmr_rwku_name  # noqa: E402
 from reproduce_common import (DATA, EFFECTIVE_BATCH, MICRO_BATCH, ROOT, Steps, _cell, _cli, _floats,  # noqa: E402
-                              _lr_map, _slug, mean_std, read_train_log)
+                              _lr_map, _slug, mean_std, read_train_log, write_record)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 RWKU_SOURCE = os.path.relpath(ROOT.parent / "shared" / "data" / "rwku", ROOT)
@@ -265,7 +265,7 @@ def rwku_part(args, steps: Steps, work: Path, out: Path) -> None:
     training = training_runs(o / "runs", [t["slug"] for t in every], seed, s["lr"])
     shown = [t["target"] for t in every if any(t["target"] in per for per in results.values())]
     write_rwku_tables(o, results, shown, s, training)
-    write_commands(steps, o)
+    write_record(steps, o, ("rwku",))
 
 
 def row_of(folder: str, seed: int) -> tuple[tuple, str] | None:
@@ -399,20 +399,3 @@ def write_rwku_tables(o: Path, results: dict[str, dict[str, dict]], targets: lis
         "paper": {row: dict(zip([k for _, k in COLUMNS], vals)) for row, vals in PAPER.items()},
         "training": training or [], "settings": {k: v for k, v in s.items() if k != "targets"}})
     print(f"table: {o / 'rwku_table4.md'}", flush=True)
-
-
-def write_commands(steps: Steps, o: Path) -> None:
-    """``commands.sh`` (every command of the part, in order, with its wall seconds from any run) and
-    ``timings.json`` in ``o``."""
-    from obliviate.io import atomic_write_json, atomic_write_text
-
-    log = [r for r in steps.log if r.get("part") == "rwku"]
-    lines = ["#!/usr/bin/env bash", "# the RWKU part of benchmarks/reproduce.py: every command, in order, with its "
-             "wall seconds (from any run)", "set -euo pipefail"]
-    total = 0.0
-    for r in log:
-        total += r["seconds"] or 0
-        lines += [f"# {r['step']}: {r['seconds'] if r['seconds'] is not None else '?'} s", r["command"]]
-    atomic_write_text(o / "commands.sh", "\n".join(lines) + "\n")
-    atomic_write_json(o / "timings.json", {"sum_of_step_seconds": round(total, 1), "steps": log,
-                                           "micro_batch": MICRO_BATCH})

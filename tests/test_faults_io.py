@@ -169,7 +169,21 @@ def test_a_retry_after_past_the_deadline_gives_up_at_once(server, monkeypatch):
     assert time.monotonic() - t < 1.5 and server.count == 1  # never sleeps 30 s past a 2 s deadline
 
 
-def test_ctrl_c_stops_a_batch_at_once(server):
+@pytest.fixture
+def interactive_sigint():
+    """Python's own Ctrl-C handler for SIGINT during the test, as in a terminal: a test run launched as a
+    background job inherits SIGINT ignored, and then no KeyboardInterrupt could ever be raised."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def _default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default disposition (Python then installs its handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_stops_a_batch_at_once(server, interactive_sigint):
     """SIGINT while requests hang on a long timeout and others wait in backoff: KeyboardInterrupt within ~0.5 s."""
     server.mode = "hang"
     gen = OpenAIChatGenerator(server.url, "m", timeout=30, max_retries=5, deadline=None, concurrency=3)
@@ -223,7 +237,8 @@ def test_ctrl_c_of_the_cli_acts_at_once(server, forget_file, tmp_path):
     server.mode = "hang"
     p = subprocess.Popen([sys.executable, "-m", "obliviate", "augment", "ulmr", "--forget", str(forget_file),
                           "--out", str(tmp_path / "a"), "--no-progress", "--generator", f"openai:{server.url}#m",
-                          "--request-timeout", "60"], stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
+                          "--request-timeout", "60"], stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
+                         preexec_fn=_default_sigint)  # as from a terminal, even when the test run ignores SIGINT
     try:
         deadline = time.monotonic() + 60
         while server.count < 2 and time.monotonic() < deadline and p.poll() is None:

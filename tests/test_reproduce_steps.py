@@ -132,3 +132,20 @@ def test_snap_modes_configs_and_figure5(tmp_path):
     assert (tmp_path / "snap_figure5.png").stat().st_size > 1000
     fig = json.loads((tmp_path / "snap_figure5.json").read_text())
     assert [p["step"] for p in fig["sequential"]] == [1, 2, 3] and fig["batch"]["UA"] == 0.97
+
+
+def test_write_record_keeps_only_the_parts_steps(tmp_path):
+    rep = _reproduce()
+    steps = rep.Steps(tmp_path / "out")
+    steps.part = "tofu"
+    assert steps.run("teach", _writer(tmp_path / "a.txt", "a"), tmp_path / "a.txt") == "ran"
+    steps.part = "snap"
+    assert steps.run("snap train", _writer(tmp_path / "b.txt", "b"), tmp_path / "b.txt") == "ran"
+    total = sys.modules["reproduce_common"].write_record(steps, tmp_path, ("snap",), 12.34,
+                                                         extra={"teach": {"lr": 1}})
+    text = (tmp_path / "commands.sh").read_text()
+    assert "# snap train:" in text and "# teach:" not in text and text.startswith("#!/usr/bin/env bash")
+    record = json.loads((tmp_path / "timings.json").read_text())
+    assert [s["step"] for s in record["steps"]] == ["snap train"]
+    assert record["this_invocation_seconds"] == 12.3 and record["teach"] == {"lr": 1}
+    assert record["sum_of_step_seconds"] == round(total, 1) == round(record["steps"][0]["seconds"], 1)
