@@ -161,7 +161,7 @@ def _trainer_save_fails_at(step_to_fail: int):
 def test_checkpoints_are_atomic_and_resume_skips_incomplete_ones(tokenizer, tmp_path, caplog):
     from conftest import build_tiny_llama
 
-    from obliviate.train import _latest_checkpoint, checkpoint_is_complete, resolve_train_config, train_unlearning
+    from obliviate.train import latest_checkpoint, checkpoint_is_complete, resolve_train_config, train_unlearning
     from test_train import FORGET
 
     cfg = resolve_train_config("ulmr", {"max_steps": 3, "save_steps": 1, "save_total_limit": 5, "batch_size": 2,
@@ -182,7 +182,7 @@ def test_checkpoints_are_atomic_and_resume_skips_incomplete_ones(tokenizer, tmp_
     bad.mkdir()
     (bad / "model.safetensors").write_bytes(b"\0" * 100)
     with caplog.at_level(logging.WARNING, logger="obliviate.train"):
-        assert _latest_checkpoint(ck) == str(ck / "checkpoint-1")
+        assert latest_checkpoint(ck) == str(ck / "checkpoint-1")
     assert "checkpoint-7" in caplog.text and "incomplete" in caplog.text
     shutil.rmtree(bad)
     final = train_unlearning(build_tiny_llama(tokenizer), tokenizer, {"forget": FORGET}, cfg, out,

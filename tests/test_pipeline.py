@@ -157,3 +157,40 @@ def test_run_audit_settings_are_validated_up_front(run_config):
     run_config.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="attacks"):
         load_run_config(run_config)
+
+
+def test_interrupted_training_of_a_run_continues_from_its_checkpoint(run_config, tmp_path):
+    """`obliviate run` with train.save_steps: Ctrl-C after a checkpoint, then the same command again
+    continues training from that checkpoint (same settings), not from step 0."""
+    from transformers import Trainer
+
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["train"].update({"max_steps": 3, "save_steps": 1, "save_total_limit": 5})
+    run_config.write_text(yaml.safe_dump(cfg))
+    orig = Trainer.training_step
+
+    def interrupt_at_step_3(self, *a, **kw):
+        if self.state.global_step == 2:
+            raise KeyboardInterrupt
+        return orig(self, *a, **kw)
+
+    Trainer.training_step = interrupt_at_step_3
+    try:
+        assert main(["run", str(run_config), "--no-progress"]) == 130
+    finally:
+        Trainer.training_step = orig
+    out = tmp_path / "run"
+    assert (out / "train/checkpoints/checkpoint-2").is_dir() and not (out / "train/model").exists()
+    assert main(["run", str(run_config), "--no-progress"]) == 0
+    manifest = json.loads((out / "train/manifest.json").read_text())
+    assert manifest["resumed_from"].endswith("checkpoint-2") and manifest["global_step"] == 3
+    # other settings: the stale checkpoints are not resumed from
+    cfg["train"]["lr"] = 1e-3
+    cfg["out"] = str(tmp_path / "run2")
+    run_config.write_text(yaml.safe_dump(cfg))
+    import shutil
+    shutil.copytree(out / "augment", tmp_path / "run2" / "augment")
+    shutil.copytree(out / "train/checkpoints", tmp_path / "run2" / "train/checkpoints")
+    shutil.copyfile(out / "train/stage.json", tmp_path / "run2" / "train/stage.json")
+    assert main(["run", str(run_config), "--no-progress"]) == 0
+    assert not json.loads((tmp_path / "run2/train/manifest.json").read_text()).get("resumed_from")

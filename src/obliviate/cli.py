@@ -122,7 +122,7 @@ def interrupt_hint(args: argparse.Namespace) -> str:
     out = getattr(args, "out", None)
     if cmd == "train":
         train = sys.modules.get("obliviate.train")
-        latest = train._latest_checkpoint(Path(out) / "checkpoints") if (train and out) else None
+        latest = train.latest_checkpoint(Path(out) / "checkpoints") if (train and out) else None
         if latest:
             again = "rerun the same command" if getattr(args, "resume", False) else "rerun the same command with --resume"
             return f"{again} to continue from {latest}"
@@ -133,7 +133,8 @@ def interrupt_hint(args: argparse.Namespace) -> str:
             return f"rerun without --fresh to reuse the stages already finished in {out}"
         return f"rerun the same command to resume: the stages already finished in {out} are reused"
     if cmd == "run":
-        return "rerun the same command to resume: finished stages are reused, the interrupted one starts again"
+        return ("rerun the same command to resume: finished stages are reused, an interrupted training continues "
+                "from its latest checkpoint (train.save_steps > 0), any other interrupted stage starts again")
     if cmd == "augment":
         if getattr(args, "no_cache", False):
             return "generations were not cached (--no-cache); rerun the command to start again"

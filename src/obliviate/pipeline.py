@@ -291,7 +291,9 @@ def stage_train(cfg: RunConfig, streams: dict[str, list[QARecord]], out: Path, *
     """Train from ``model_spec`` (default ``cfg.model``) into ``out/train`` (none for ``train: false``
     presets). ``out/train/model`` is reused when its ``stage.json`` matches the start model, the
     training settings and the streams' data. ``inputs`` (name → file) go into the trainer's manifest;
-    ``record`` is :func:`train_record` of these arguments when the caller already computed it."""
+    ``record`` is :func:`train_record` of these arguments when the caller already computed it. A run
+    interrupted after writing a checkpoint (``save_steps``) resumes from its latest complete one when
+    its recorded settings and data are the ones asked for now; otherwise training starts afresh."""
     from .train import train_unlearning
 
     tc = cfg.train_config()
@@ -303,11 +305,19 @@ def stage_train(cfg: RunConfig, streams: dict[str, list[QARecord]], out: Path, *
                    outputs=[final, out / "train" / "checkpoints"], run_dir=run_dir or out):
         log.info("train: %s exists, reused", final)
         return final
+    from .train import latest_checkpoint
+
+    old = read_stage_record(out / "train" / STAGE_FILE)
+    resume = None
+    if old is not None and old.get("fingerprint") == rec["fingerprint"]:
+        resume = latest_checkpoint(out / "train" / "checkpoints")  # an interrupted run with these settings
+        if resume:
+            log.info("train: resuming the interrupted run from %s", resume)
     (out / "train").mkdir(parents=True, exist_ok=True)
     write_stage_record(out / "train" / STAGE_FILE, rec)
     tc.progress = progress
     return train_unlearning(model_spec if model_spec is not None else cfg.model, tokenizer, streams, tc,
-                            out / "train", inputs=inputs)
+                            out / "train", inputs=inputs, resume_from_checkpoint=resume)
 
 
 def stage_merge(cfg: RunConfig, base: str | Path, tuned: Path, out: Path, *, progress: bool = True,

@@ -612,7 +612,7 @@ def checkpoint_is_complete(path: str | os.PathLike) -> bool:
         or any(p.glob("global_step*"))
 
 
-def _latest_checkpoint(folder: Path) -> str | None:
+def latest_checkpoint(folder: Path) -> str | None:
     """The newest complete ``checkpoint-N`` in ``folder``; incomplete ones (a kill while saving) are skipped
     with a warning."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -803,7 +803,7 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
     # resume
     resume = resume_from_checkpoint
     if resume is True:
-        resume = _latest_checkpoint(ckpt_dir)
+        resume = latest_checkpoint(ckpt_dir)
         if resume is None:
             log.warning("no checkpoint in %s: starting from scratch", ckpt_dir)
     elif resume:
