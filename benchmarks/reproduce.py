@@ -569,9 +569,21 @@ def snap_modes_part(args, steps: Steps, work: Path, out: Path) -> None:
         for ckpt in [*d.glob("train/checkpoints"), *d.glob("step_*/train/checkpoints")]:
             shutil.rmtree(ckpt)  # the finished run's resume points (1.6 GB each): its model is final
         summaries[mode] = json.loads((arch / "summary.json").read_text())
+    summaries = with_committed_modes(o, summaries)
     base = [json.loads((o / "runs" / f"snap_{t['slug']}" / "base_metrics.json").read_text())
             for t in targets if (o / "runs" / f"snap_{t['slug']}" / "base_metrics.json").is_file()]
     write_snap_figure5(o, summaries, base, [t["target"] for t in targets])
+
+
+def with_committed_modes(o: Path, summaries: dict[str, dict]) -> dict[str, dict]:
+    """``summaries`` plus the committed ``runs/snap_<mode>/summary.json`` of every mode not run this
+    time, so that ``--snap-modes batch`` keeps the sequential rows of an earlier invocation."""
+    out = dict(summaries)
+    for mode in SNAP_MODES:
+        kept = o / "runs" / f"snap_{mode}" / "summary.json"
+        if mode not in out and kept.is_file():
+            out[mode] = json.loads(kept.read_text())
+    return out
 
 
 def _step_points(summary: dict) -> list[dict]:

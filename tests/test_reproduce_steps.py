@@ -132,6 +132,13 @@ def test_snap_modes_configs_and_figure5(tmp_path):
     assert (tmp_path / "snap_figure5.png").stat().st_size > 1000
     fig = json.loads((tmp_path / "snap_figure5.json").read_text())
     assert [p["step"] for p in fig["sequential"]] == [1, 2, 3] and fig["batch"]["UA"] == 0.97
+    # a run of one mode keeps the other mode's committed rows (--snap-modes batch after sequential)
+    (tmp_path / "runs" / "snap_sequential").mkdir(parents=True)
+    (tmp_path / "runs" / "snap_sequential" / "summary.json").write_text(json.dumps(seq))
+    both = mod.with_committed_modes(tmp_path, {"batch": batch})
+    assert both["batch"] is batch and both["sequential"] == seq
+    assert mod.with_committed_modes(tmp_path, {"sequential": batch})["sequential"] is batch
+    assert "batch" not in mod.with_committed_modes(tmp_path, {})
 
 
 def test_write_record_keeps_only_the_parts_steps(tmp_path):

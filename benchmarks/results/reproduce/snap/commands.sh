@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# made by: python benchmarks/reproduce.py --parts snap --snap-rows '' --snap-modes sequential
-# every command benchmarks/reproduce.py ran, in order, with its wall seconds (from any run)
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows '' --snap-modes sequential,batch
+# every command of the snap part of benchmarks/reproduce.py, in order, with its wall seconds (from any run)
 set -euo pipefail
 # SNAP SNAP Stephen King: 1284.0 s
 obliviate run benchmarks/results/reproduce/snap/configs/snap_stephen_king.yaml --no-progress
@@ -22,3 +22,5 @@ obliviate run benchmarks/results/reproduce/snap/configs/hardrda_stephen_king.yam
 obliviate run benchmarks/results/reproduce/snap/configs/snap__d_g_stephen_king.yaml --no-progress
 # SNAP sequential 3 targets: 3584.9 s
 obliviate run benchmarks/results/reproduce/snap/configs/snap_sequential.yaml --no-progress
+# SNAP batch 3 targets: 2245.1 s
+obliviate run benchmarks/results/reproduce/snap/configs/snap_batch.yaml --no-progress
