@@ -569,20 +569,26 @@ def snap_modes_part(args, steps: Steps, work: Path, out: Path) -> None:
         for ckpt in [*d.glob("train/checkpoints"), *d.glob("step_*/train/checkpoints")]:
             shutil.rmtree(ckpt)  # the finished run's resume points (1.6 GB each): its model is final
         summaries[mode] = json.loads((arch / "summary.json").read_text())
-    summaries = with_committed_modes(o, summaries)
+    summaries = with_committed_modes(o, summaries, [t["target"] for t in targets])
     base = [json.loads((o / "runs" / f"snap_{t['slug']}" / "base_metrics.json").read_text())
             for t in targets if (o / "runs" / f"snap_{t['slug']}" / "base_metrics.json").is_file()]
     write_snap_figure5(o, summaries, base, [t["target"] for t in targets])
 
 
-def with_committed_modes(o: Path, summaries: dict[str, dict]) -> dict[str, dict]:
+def with_committed_modes(o: Path, summaries: dict[str, dict], names: list[str]) -> dict[str, dict]:
     """``summaries`` plus the committed ``runs/snap_<mode>/summary.json`` of every mode not run this
-    time, so that ``--snap-modes batch`` keeps the sequential rows of an earlier invocation."""
+    time, so that ``--snap-modes batch`` keeps the sequential rows of an earlier invocation; one made
+    for other targets (or another order) than ``names`` is left out with a note."""
     out = dict(summaries)
     for mode in SNAP_MODES:
         kept = o / "runs" / f"snap_{mode}" / "summary.json"
         if mode not in out and kept.is_file():
-            out[mode] = json.loads(kept.read_text())
+            summary = json.loads(kept.read_text())
+            if summary.get("requests") == names:
+                out[mode] = summary
+            else:
+                print(f"[skip] {kept}: made for {summary.get('requests')}, not {names}; "
+                      f"not in the figure (rerun with --snap-modes {mode})", flush=True)
     return out
 
 
@@ -730,8 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     if "tofu" in parts or "audit" in parts:
         tofu = tofu_part(args, steps, work, out)  # the audit needs its models (finished steps are skipped)
         if "audit" in parts:
+            steps.part = "audit"
             audit_part(args, steps, work, out, tofu)
-        write_part_record(steps, out, time.time() - t0, ("tofu",))
+            steps.part = "tofu"
+        write_part_record(steps, out, time.time() - t0, ("tofu", "audit"))
     if "snap" in parts:
         t1 = time.time()
         steps.part = "snap"
@@ -744,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_part_record(steps: Steps, out: Path, seconds: float, parts: tuple = ("tofu",)) -> None:
+def write_part_record(steps: Steps, out: Path, seconds: float, parts: tuple = ("tofu", "audit")) -> None:
     """``commands.sh`` and ``timings.json`` of ``parts`` (the TOFU + audit record in ``<out>``, the SNAP
     part's in ``<out>/snap``), with the teaching preset beside the steps."""
     total = write_record(steps, out, parts, seconds, extra={"teach": TEACH})

@@ -31,6 +31,17 @@ def _shown(cmd: list[str]) -> str:
     return " ".join(shlex.quote(c) for c in ["obliviate", *cmd[3:]])
 
 
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file and a rename: a kill mid-copy leaves no
+    truncated ``dst`` (which would then stand for a finished step)."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 class Steps:
     """Runs CLI steps in order and keeps what they produced across sessions.
 
@@ -64,22 +75,18 @@ class Steps:
         ``restored``. ``archive`` maps produced files to their committed copies (which stand for
         the step when present); ``keep`` files are copied out too but never stand for the step
         (a training run's log: the model it writes cannot be committed)."""
-        import shutil
-
         shown = _shown(cmd)
         copies = {**(archive or {}), **(keep or {})}
         archive = archive or {}
         if done.exists():
             for src, dst in copies.items():
                 if src.is_file() and not dst.is_file():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dst)
+                    _copy_atomic(src, dst)
             self._note(name, shown, self.times.get(shown), "done")
             return "done"
         if archive and all(dst.is_file() for dst in archive.values()):
-            for src, dst in archive.items():
-                src.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(dst, src)
+            for src, dst in sorted(archive.items(), key=lambda kv: kv[0] == done):
+                _copy_atomic(dst, src)  # each whole, the step's done marker last
             print(f"[skip] {name} (restored from {next(iter(archive.values())).parent})", flush=True)
             self._note(name, shown, self.times.get(shown), "restored")
             return "restored"
@@ -92,10 +99,7 @@ class Steps:
         self.times[shown] = dt
         self._write(self.path, {"seconds": self.times})
         for src, dst in copies.items():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + ".tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            _copy_atomic(src, dst)
         print(f"[done] {name}: {dt:.0f} s", flush=True)
         self._note(name, shown, dt, "ran")
         return "ran"

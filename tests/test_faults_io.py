@@ -178,19 +178,19 @@ def interactive_sigint():
     signal.signal(signal.SIGINT, before)
 
 
-def _default_sigint() -> None:
-    """In a child before exec: SIGINT back to its default disposition (Python then installs its handler)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 def test_ctrl_c_stops_a_batch_at_once(server, interactive_sigint):
     """SIGINT while requests hang on a long timeout and others wait in backoff: KeyboardInterrupt within ~0.5 s."""
     server.mode = "hang"
     gen = OpenAIChatGenerator(server.url, "m", timeout=30, max_retries=5, deadline=None, concurrency=3)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
     t = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        gen.generate([f"q{i}" for i in range(6)])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            gen.generate([f"q{i}" for i in range(6)])
+    finally:
+        timer.cancel()  # a failure before the signal must not leave it to hit a later test
     assert time.monotonic() - t < 1.5
     time.sleep(0.3)
     assert server.count == 3  # no worker started another request after the interrupt
@@ -233,12 +233,13 @@ def test_request_options_need_an_openai_generator(forget_file, tmp_path, capsys)
     assert "--request-retries: must be >= 0" in capsys.readouterr().err
 
 
-def test_ctrl_c_of_the_cli_acts_at_once(server, forget_file, tmp_path):
+def test_ctrl_c_of_the_cli_acts_at_once(server, forget_file, tmp_path, interactive_sigint):
     server.mode = "hang"
     p = subprocess.Popen([sys.executable, "-m", "obliviate", "augment", "ulmr", "--forget", str(forget_file),
                           "--out", str(tmp_path / "a"), "--no-progress", "--generator", f"openai:{server.url}#m",
-                          "--request-timeout", "60"], stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
-                         preexec_fn=_default_sigint)  # as from a terminal, even when the test run ignores SIGINT
+                          "--request-timeout", "60"], stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV})
+    # the fixture's Python-level handler is reset to the default at exec (an ignored SIGINT would be
+    # inherited): the child gets Ctrl-C as from a terminal, even when the test run ignores SIGINT
     try:
         deadline = time.monotonic() + 60
         while server.count < 2 and time.monotonic() < deadline and p.poll() is None:

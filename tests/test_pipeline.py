@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -159,38 +160,56 @@ def test_run_audit_settings_are_validated_up_front(run_config):
         load_run_config(run_config)
 
 
-def test_interrupted_training_of_a_run_continues_from_its_checkpoint(run_config, tmp_path):
+def test_interrupted_training_of_a_run_continues_from_its_checkpoint(run_config, tmp_path, monkeypatch):
     """`obliviate run` with train.save_steps: Ctrl-C after a checkpoint, then the same command again
-    continues training from that checkpoint (same settings), not from step 0."""
+    trains only the steps after that checkpoint, and its log holds every step once. A run with other
+    settings never resumes from the checkpoints it finds: they are removed, even when it is itself
+    interrupted before its first checkpoint and rerun."""
     from transformers import Trainer
 
     cfg = yaml.safe_load(run_config.read_text())
-    cfg["train"].update({"max_steps": 3, "save_steps": 1, "save_total_limit": 5})
+    cfg["train"].update({"max_steps": 4, "save_steps": 2, "save_total_limit": 5})
     run_config.write_text(yaml.safe_dump(cfg))
     orig = Trainer.training_step
+    calls = []
 
-    def interrupt_at_step_3(self, *a, **kw):
-        if self.state.global_step == 2:
-            raise KeyboardInterrupt
-        return orig(self, *a, **kw)
+    def counting(stop_at):
+        def step(self, *a, **kw):
+            if self.state.global_step == stop_at:
+                raise KeyboardInterrupt
+            calls.append(self.state.global_step)
+            return orig(self, *a, **kw)
+        return step
 
-    Trainer.training_step = interrupt_at_step_3
-    try:
-        assert main(["run", str(run_config), "--no-progress"]) == 130
-    finally:
-        Trainer.training_step = orig
+    def logged(d):
+        rows = map(json.loads, (d / "train/train_log.jsonl").read_text().splitlines())
+        return [r["step"] for r in rows if "loss" in r]
+
+    monkeypatch.setattr(Trainer, "training_step", counting(3))  # Ctrl-C in step 4: checkpoint-2, log rows 1-3
+    assert main(["run", str(run_config), "--no-progress"]) == 130
     out = tmp_path / "run"
     assert (out / "train/checkpoints/checkpoint-2").is_dir() and not (out / "train/model").exists()
+    assert logged(out) == [1, 2, 3]
+    calls.clear()
+    monkeypatch.setattr(Trainer, "training_step", counting(-1))
     assert main(["run", str(run_config), "--no-progress"]) == 0
+    assert calls == [2, 3]  # steps 3 and 4 only
     manifest = json.loads((out / "train/manifest.json").read_text())
-    assert manifest["resumed_from"].endswith("checkpoint-2") and manifest["global_step"] == 3
-    # other settings: the stale checkpoints are not resumed from
+    assert manifest["resumed_from"].endswith("checkpoint-2") and manifest["global_step"] == 4
+    assert logged(out) == [1, 2, 3, 4]
+    # other settings, interrupted before their first checkpoint: the first run's checkpoints are gone
     cfg["train"]["lr"] = 1e-3
     cfg["out"] = str(tmp_path / "run2")
     run_config.write_text(yaml.safe_dump(cfg))
-    import shutil
-    shutil.copytree(out / "augment", tmp_path / "run2" / "augment")
-    shutil.copytree(out / "train/checkpoints", tmp_path / "run2" / "train/checkpoints")
-    shutil.copyfile(out / "train/stage.json", tmp_path / "run2" / "train/stage.json")
+    run2 = tmp_path / "run2"
+    shutil.copytree(out / "augment", run2 / "augment")
+    shutil.copytree(out / "train/checkpoints", run2 / "train/checkpoints")
+    shutil.copyfile(out / "train/stage.json", run2 / "train/stage.json")
+    monkeypatch.setattr(Trainer, "training_step", counting(1))
+    assert main(["run", str(run_config), "--no-progress"]) == 130
+    assert not (run2 / "train/checkpoints/checkpoint-2").exists()
+    calls.clear()
+    monkeypatch.setattr(Trainer, "training_step", counting(-1))
     assert main(["run", str(run_config), "--no-progress"]) == 0
-    assert not json.loads((tmp_path / "run2/train/manifest.json").read_text()).get("resumed_from")
+    assert calls == [0, 1, 2, 3] and logged(run2) == [1, 2, 3, 4]
+    assert not json.loads((run2 / "train/manifest.json").read_text()).get("resumed_from")

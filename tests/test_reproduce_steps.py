@@ -120,7 +120,7 @@ def test_snap_modes_configs_and_figure5(tmp_path):
     row = lambda step, forgotten, ua, ua_sd, ra: {"step": step, "model": "trained", "forgotten": forgotten,
                                                   "UA": ua, "UA_std": ua_sd, "RA": ra, "RA_std": 0.0, "TA": 0.3,
                                                   "UA_pending": 0.0, "RA_pending": 1.0}
-    seq = {"steps": [{"step": 0, "model": "base", "forgotten": []}, row(1, names[:1], 0.9, 0.0, 0.8),
+    seq = {"requests": names, "steps": [{"step": 0, "model": "base", "forgotten": []}, row(1, names[:1], 0.9, 0.0, 0.8),
                      row(2, names[:2], 0.95, 0.05, 0.7), row(3, names, 1.0, 0.0, 0.6)]}
     batch = {"steps": [row(1, names, 0.97, 0.02, 0.75)]}
     base = {"per_target": {n: {"UA": 0.0, "RA": 1.0} for n in names}, "TA": 0.94}
@@ -135,10 +135,11 @@ def test_snap_modes_configs_and_figure5(tmp_path):
     # a run of one mode keeps the other mode's committed rows (--snap-modes batch after sequential)
     (tmp_path / "runs" / "snap_sequential").mkdir(parents=True)
     (tmp_path / "runs" / "snap_sequential" / "summary.json").write_text(json.dumps(seq))
-    both = mod.with_committed_modes(tmp_path, {"batch": batch})
+    both = mod.with_committed_modes(tmp_path, {"batch": batch}, names)
     assert both["batch"] is batch and both["sequential"] == seq
-    assert mod.with_committed_modes(tmp_path, {"sequential": batch})["sequential"] is batch
-    assert "batch" not in mod.with_committed_modes(tmp_path, {})
+    assert mod.with_committed_modes(tmp_path, {"sequential": batch}, names)["sequential"] is batch
+    assert "batch" not in mod.with_committed_modes(tmp_path, {}, names)
+    assert "sequential" not in mod.with_committed_modes(tmp_path, {}, names[::-1])  # other targets: not mixed in
 
 
 def test_write_record_keeps_only_the_parts_steps(tmp_path):

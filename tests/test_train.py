@@ -204,3 +204,23 @@ def test_cli_train_validates_then_trains(tiny_model_dir, tmp_path, capsys):
     assert rc == 0 and "forget_ga" in out and "saved" in out
     assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
     assert main(["train", "--list"]) == 0 and "npo_rt" in capsys.readouterr().out
+
+
+def test_trim_train_log_keeps_the_rows_up_to_the_checkpoint(tmp_path):
+    """A resumed run's log: rows after the checkpoint's step (and unreadable ones) go, the rest stay
+    in order; the checkpoint's step comes from its trainer_state.json, else from its name."""
+    import json
+
+    from obliviate.train import checkpoint_step, trim_train_log
+
+    log = tmp_path / "train_log.jsonl"
+    rows = [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3, 4)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "lo\n')
+    ck = tmp_path / "checkpoint-7"
+    ck.mkdir()
+    assert checkpoint_step(ck) == 7
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    assert checkpoint_step(ck) == 2
+    assert trim_train_log(log, checkpoint_step(ck)) == 3
+    assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2]
+    assert trim_train_log(log, 2) == 0 and not list(tmp_path.glob("*.tmp*"))

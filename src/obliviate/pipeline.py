@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -313,6 +314,10 @@ def stage_train(cfg: RunConfig, streams: dict[str, list[QARecord]], out: Path, *
         resume = latest_checkpoint(out / "train" / "checkpoints")  # an interrupted run with these settings
         if resume:
             log.info("train: resuming the interrupted run from %s", resume)
+    stale = out / "train" / "checkpoints"
+    if resume is None and stale.is_dir():  # an interrupted run with other settings (or unrecorded): never resume it
+        log.warning("train: removing %s: checkpoints of an interrupted run with other settings", stale)
+        shutil.rmtree(stale)
     (out / "train").mkdir(parents=True, exist_ok=True)
     write_stage_record(out / "train" / STAGE_FILE, rec)
     tc.progress = progress

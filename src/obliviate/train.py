@@ -631,6 +631,39 @@ def latest_checkpoint(folder: Path) -> str | None:
     return None
 
 
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """The optimizer step a ``checkpoint-N`` folder was saved at (its ``trainer_state.json``'s
+    ``global_step``, else the ``N`` of its name)."""
+    p = Path(checkpoint)
+    try:
+        return int(json.loads((p / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return int(p.name.rpartition("-")[2])
+
+
+def trim_train_log(log_path: Path, step: int) -> int:
+    """Drop the rows of ``train_log.jsonl`` logged after optimizer step ``step`` (an interrupted run
+    logged them after its last checkpoint; the resumed run logs those steps again), atomically.
+    Returns the number of rows dropped; unreadable rows are dropped too."""
+    from .io import atomic_write_text
+
+    kept, dropped = [], 0
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and int(row.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            ok = False
+        if ok:
+            kept.append(line)
+        elif line.strip():
+            dropped += 1
+    if dropped:
+        atomic_write_text(log_path, "".join(f"{k}\n" for k in kept))
+        log.info("%s: dropped %d rows logged after step %d (the run resumes from there)", log_path, dropped, step)
+    return dropped
+
+
 def _save_final(trainer, tokenizer, out: Path, note: dict, card: dict | None = None) -> Path:
     """Save the trained model (full: safetensors; LoRA: the adapter) + tokenizer into ``out/model`` atomically.
 
@@ -813,6 +846,8 @@ def train_unlearning(model_spec_or_model: Any, tokenizer, streams: Mapping[str, 
     log_path = out / "train_log.jsonl"
     if not resume and log_path.exists():
         log_path.unlink()
+    elif resume and log_path.exists() and int(os.environ.get("RANK", "0")) == 0:
+        trim_train_log(log_path, checkpoint_step(resume))
     if ckpt_dir.is_dir() and int(os.environ.get("RANK", "0")) == 0:
         for stale in ckpt_dir.glob(".staging-*"):  # a checkpoint interrupted while being written
             log.warning("removing %s: an interrupted checkpoint write", stale)
