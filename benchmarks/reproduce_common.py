@@ -64,10 +64,15 @@ class Steps:
         self.part = "tofu"  #: the part the next steps belong to (each part has its own commands.sh)
 
     def _note(self, name: str, shown: str, seconds, how: str) -> None:
+        entry = {"step": name, "command": shown, "seconds": seconds, "skipped": how != "ran", "how": how,
+                 "part": self.part}
         if name not in self._logged:
             self._logged.add(name)
-            self.log.append({"step": name, "command": shown, "seconds": seconds, "skipped": how != "ran",
-                             "how": how, "part": self.part})
+            self.log.append(entry)
+            return
+        for i, old in enumerate(self.log):  # a deferred step noted as not needed, now run or restored
+            if old["step"] == name and old["how"] == "not needed":
+                self.log[i] = {**entry, "part": old["part"]}
 
     def run(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
             needs: tuple = (), keep: dict[Path, Path] | None = None) -> str:
@@ -106,8 +111,12 @@ class Steps:
 
     def step(self, name: str, cmd: list[str], done: Path, archive: dict[Path, Path] | None = None,
              needs: tuple = (), keep: dict[Path, Path] | None = None):
-        """A deferred :meth:`run`: a callable that runs the step (once) when called."""
+        """A deferred :meth:`run`: a callable that runs the step (once) when called. It is logged at
+        once as ``not needed`` with its wall seconds from an earlier run (a training run whose
+        evaluations were all restored still appears in ``commands.sh`` with its time), and updated
+        when it runs."""
         state: dict = {}
+        self._note(name, _shown(cmd), self.times.get(_shown(cmd)), "not needed")
 
         def ensure() -> None:
             if "how" not in state:

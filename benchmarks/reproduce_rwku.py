@@ -264,7 +264,9 @@ def rwku_part(args, steps: Steps, work: Path, out: Path) -> None:
     results = {label: {names[k]: v for k, v in per.items()} for label, per in results.items()}
     training = training_runs(o / "runs", [t["slug"] for t in every], seed, s["lr"])
     shown = [t["target"] for t in every if any(t["target"] in per for per in results.values())]
-    write_rwku_tables(o, results, shown, s, training)
+    refusals = refusal_shares(o / "runs", [t["slug"] for t in every], seed)
+    refusals = {label: {names[k]: v for k, v in per.items()} for label, per in refusals.items()}
+    write_rwku_tables(o, results, shown, s, training, refusals)
     write_record(steps, o, ("rwku",))
 
 
@@ -305,6 +307,45 @@ def collect_results(runs: Path, slugs: list[str], seed: int) -> dict[str, dict[s
     return {label: per for label, (_, per) in sorted(found.items(), key=lambda kv: kv[1][0])}
 
 
+def refusal_shares(runs: Path, slugs: list[str], seed: int, detector=None) -> dict[str, dict[str, dict]]:
+    """``{row: {slug: {"forget", "forget_n", "neighbor", "neighbor_n"}}}``: the share of the forget and
+    of the neighbor probe answers in every archived ``samples.jsonl`` of ``seed`` that the refusal
+    detector (default: the shipped learned one, as SNAP's UA / RA) calls a refusal. Tells apart a
+    model that forgot (wrong or empty answers) from one that refuses, and shows whether a refusal
+    learned for the target spreads to its neighbors. Loads the detector only if there are samples."""
+    found: dict[str, tuple[tuple, dict]] = {}
+    texts: list[str] = []
+    where: list[tuple[str, str, str]] = []
+    for slug in slugs:
+        for f in sorted((runs / slug).glob("*/samples.jsonl")) if (runs / slug).is_dir() else []:
+            row = row_of(f.parent.name, seed)
+            if row is None:
+                continue
+            key, label = row
+            found.setdefault(label, (key, {}))[1][slug] = {}
+            for line in f.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line) if line.strip() else {}
+                split = str(rec.get("set", "")).split("_")[0]
+                if split in ("forget", "neighbor") and isinstance(rec.get("generation"), str):
+                    texts.append(rec["generation"])
+                    where.append((label, slug, split))
+    if not texts:
+        return {}
+    if detector is None:
+        from obliviate.evals.refusal import RefusalDetector
+
+        detector = RefusalDetector()
+    flags = detector.predict(texts)
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for (label, slug, split), flag in zip(where, flags):
+        c = counts.setdefault((label, slug, split), [0, 0])
+        c[0] += bool(flag)
+        c[1] += 1
+    for (label, slug, split), (k, n) in counts.items():
+        found[label][1][slug].update({split: k / n, f"{split}_n": n})
+    return {label: per for label, (_, per) in sorted(found.items(), key=lambda kv: kv[1][0])}
+
+
 def training_runs(runs: Path, slugs: list[str], seed: int, lrs: dict) -> list[dict]:
     """Optimizer steps and final loss of every archived training log of ``seed``."""
     out = []
@@ -328,9 +369,10 @@ def _num(v) -> float | None:
 
 
 def write_rwku_tables(o: Path, results: dict[str, dict[str, dict]], targets: list[str], s: dict,
-                      training: list[dict] | None = None) -> None:
+                      training: list[dict] | None = None, refusals: dict[str, dict[str, dict]] | None = None) -> None:
     """``rwku_table4.md`` / ``.json`` in ``o``: mean ± std over ``targets`` (``results``: row -> target ->
-    ``eval rwku`` metrics), every target's own row, the paper's Table 4, the training runs."""
+    ``eval rwku`` metrics), every target's own row, the paper's Table 4, the training runs, and
+    (``refusals``: :func:`refusal_shares` by target name) how often each model refuses the probes."""
     from obliviate.io import atomic_write_json, atomic_write_text
 
     head = " | ".join(c for c, _ in COLUMNS)
@@ -363,6 +405,14 @@ def write_rwku_tables(o: Path, results: dict[str, dict[str, dict]], targets: lis
         lr = "–" if r["lr"] is None else f"{r['lr']:g}"
         train_lines.append(f"| {r['target']} | {r['run']} | {lr} | {r['steps'] if r['steps'] is not None else '–'} "
                            f"| {fl} |")
+    ref_lines = ["| Method | forget refused | neighbor refused | " + " | ".join(f"{tg} forget / neighbor" for tg in targets)
+                 + " |", "| --- | ---: | ---: | " + " | ".join("---:" for _ in targets) + " |"]
+    for row, per in (refusals or {}).items():
+        share = lambda split: [per[tg][split] for tg in targets if split in per.get(tg, {})]
+        each = [f"{100 * per[tg]['forget']:.0f} / {100 * per[tg]['neighbor']:.0f}"
+                if "forget" in per.get(tg, {}) and "neighbor" in per.get(tg, {}) else "–" for tg in targets]
+        ref_lines.append(f"| {row} | {_cell(share('forget'), 100)} | {_cell(share('neighbor'), 100)} | "
+                         + " | ".join(each) + " |")
     lrs = ", ".join(f"{NAMES.get(m, m)} {s['lr'][m]:g}" for m in s["methods"]) + \
         (", " if s["methods"] else "") + f"ULMR {s['lr']['ulmr']:g}"
     cap = s["eval_max_samples"]
@@ -391,11 +441,16 @@ def write_rwku_tables(o: Path, results: dict[str, dict[str, dict]], targets: lis
           "## Every target", "", *per_lines, "",
           "## The paper (Llama-3-8B-Instruct, ULMR Table 4)", "",
           "The paper does not say which RWKU targets it averaged, nor the α of its ULMR row.", "", *paper, "",
+          *(["## Refusals", "",
+             "The share (%) of forget and neighbor probe answers that the shipped learned refusal detector "
+             "(`obliviate.evals.refusal.RefusalDetector`, the one that scores SNAP's UA / RA) calls a refusal; "
+             "mean ± std over the targets, then each target's forget / neighbor share. ROUGE-L cannot tell a "
+             "refusal from a wrong answer: this can.", "", *ref_lines, ""] if refusals else []),
           "## Training runs", "", *train_lines, ""]
     atomic_write_text(o / "rwku_table4.md", "\n".join(md))
     atomic_write_json(o / "rwku_table4.json", {
         "targets": targets, "columns": [{"label": c, "key": k, "scale": SCALE} for c, k in COLUMNS],
         "mean": mean, "rows": results, "not_run": {NAMES[m]: why for m, why in NOT_RUN.items()},
         "paper": {row: dict(zip([k for _, k in COLUMNS], vals)) for row, vals in PAPER.items()},
-        "training": training or [], "settings": {k: v for k, v in s.items() if k != "targets"}})
+        "training": training or [], "refusals": refusals or {}, "settings": {k: v for k, v in s.items() if k != "targets"}})
     print(f"table: {o / 'rwku_table4.md'}", flush=True)

@@ -152,7 +152,12 @@ def test_archived_metrics_restore_every_step_and_make_the_mean_std_table(tmp_pat
     log.write_text("".join(json.dumps({"step": i, "loss": -i * 0.5}) + "\n" for i in (1, 2, 3)))
     steps = mod.Steps(out)
     mod.rwku_part(args, steps, work, out)
-    assert [s["how"] for s in steps.log] == ["restored"] * 8 and not any(work.rglob("config.json"))
+    hows = [s["how"] for s in steps.log]  # the 8 evaluations restored; GA, ULMR and the merge only listed
+    assert hows.count("restored") == 8 and set(hows) == {"restored", "not needed"}
+    assert {s["step"].replace("Stephen King", "T").replace("Confucius", "T")[len("RWKU T "):]
+            for s in steps.log if s["how"] == "not needed"} == {
+        "GA train seed 0", "ULMR train seed 0", "ULMR merge α=0.4 seed 0"}
+    assert not any(work.rglob("config.json"))
     assert (work / "rwku" / "confucius" / "eval" / "ga_s0" / "metrics.json").is_file()
     md = (out / "rwku" / "rwku_table4.md").read_text()
     mean = md.split("## Mean ± std over the targets")[1].split("## Every target")[0]
@@ -211,3 +216,42 @@ def test_committed_ulmr_rwku_data_rewrites_only_the_snap_training_questions():
         probes = {p["query"] for s in ("forget_level1", "forget_level2", "forget_level3")
                   for p in json.loads((rwku / t["folder"] / f"{s}.json").read_text())}
         assert not ({r["question"] for r in rows} | train_q) & probes
+
+
+def test_refusal_shares_count_the_detectors_refusals_per_split_and_go_into_the_table(tmp_path):
+    """The Refusals section: per row and target, the share of forget / neighbor probe answers the
+    detector flags (MIA rows and another seed's runs are left out); the table shows mean ± std."""
+    mod = _rwku()
+    runs = tmp_path / "runs"
+
+    def samples(slug, run, forget, neighbor):
+        d = runs / slug / run
+        d.mkdir(parents=True)
+        rows = [{"set": "forget_level1", "generation": g} for g in forget] + \
+               [{"set": "neighbor_level2", "generation": g} for g in neighbor] + [{"set": "mia_forget", "nll": 3.0}]
+        (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    samples("stephen_king", "before", ["Carrie", "Maine"], ["a", "b"])
+    samples("stephen_king", "ulmr_templates_none_a0_s0", ["NO", "NO", "x", "NO"], ["NO", "y"])
+    samples("confucius", "ulmr_templates_none_a0_s0", ["NO", "NO"], ["z", "z", "z", "z"])
+    samples("confucius", "ulmr_templates_none_a0_s1", ["NO"], ["NO"])  # another seed: not counted
+
+    class Detector:
+        def predict(self, texts):
+            return [t == "NO" for t in texts]
+
+    shares = mod.refusal_shares(runs, ["stephen_king", "confucius"], 0, Detector())
+    assert list(shares) == ["Before", "ULMR (α=0)"]
+    assert shares["Before"]["stephen_king"] == {"forget": 0.0, "forget_n": 2, "neighbor": 0.0, "neighbor_n": 2}
+    assert shares["ULMR (α=0)"]["stephen_king"] == {"forget": 0.75, "forget_n": 4, "neighbor": 0.5, "neighbor_n": 2}
+    assert shares["ULMR (α=0)"]["confucius"]["forget"] == 1.0 and shares["ULMR (α=0)"]["confucius"]["neighbor"] == 0
+    assert mod.refusal_shares(tmp_path / "none", ["stephen_king"], 0) == {}  # nothing to score: no detector loaded
+    named = {row: {{"stephen_king": "Stephen King", "confucius": "Confucius"}[k]: v for k, v in per.items()}
+             for row, per in shares.items()}
+    s = {"data": "templates_none", "seed": 0, "model": "m", "methods": [], "lr": {"ulmr": 1e-4}, "epochs": None,
+         "eval_max_samples": None, "utility_max_samples": 100}
+    mod.write_rwku_tables(tmp_path, {}, ["Stephen King", "Confucius"], s, [], named)
+    md = (tmp_path / "rwku_table4.md").read_text()
+    assert "## Refusals" in md and "| ULMR (α=0) | 87.50 ± 17.68 | 25.00 ± 35.36 | 75 / 50 | 100 / 0 |" in md
+    assert "| Before | 0.00 | 0.00 | 0 / 0 | – |" in md
+    assert json.loads((tmp_path / "rwku_table4.json").read_text())["refusals"]["ULMR (α=0)"]["Confucius"]["forget"] == 1

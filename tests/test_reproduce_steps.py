@@ -48,7 +48,7 @@ def test_archived_step_is_restored_and_its_needs_do_not_run(tmp_path):
     assert steps2.run("eval", _writer(metrics, "{}"), metrics, archive={metrics: out / "runs" / "eval.json"},
                       needs=(need_train2,)) == "restored"
     assert metrics.read_text() == "{}" and not train_marker.exists()  # no re-training for an archived result
-    assert [s["how"] for s in steps2.log] == ["restored"]
+    assert [s["how"] for s in steps2.log] == ["not needed", "restored"]  # the training run is listed, not run
 
 
 def test_missing_archive_runs_needs_once(tmp_path):
@@ -157,3 +157,31 @@ def test_write_record_keeps_only_the_parts_steps(tmp_path):
     assert [s["step"] for s in record["steps"]] == ["snap train"]
     assert record["this_invocation_seconds"] == 12.3 and record["teach"] == {"lr": 1}
     assert record["sum_of_step_seconds"] == round(total, 1) == round(record["steps"][0]["seconds"], 1)
+
+
+def test_a_deferred_step_that_is_not_needed_keeps_its_earlier_time_in_the_record(tmp_path):
+    """A training step whose evaluation is restored from the archive never runs, yet commands.sh /
+    timings.json still list it (at its place, before the evaluation) with its wall time from an
+    earlier run; a deferred step that does run is listed once, as run."""
+    rep = _reproduce()
+    steps = rep.Steps(tmp_path / "out")
+    steps.part = "rwku"
+    train = steps.step("train A", _writer(tmp_path / "w" / "m.txt", "m"), tmp_path / "w" / "m.txt")
+    assert steps.run("eval A", _writer(tmp_path / "w" / "e.txt", "e"), tmp_path / "w" / "e.txt",
+                     archive={tmp_path / "w" / "e.txt": tmp_path / "arch" / "e.txt"}, needs=(train,)) == "ran"
+    first = steps.times[rep._shown(_writer(tmp_path / "w" / "m.txt", "m"))]
+    # a new checkout: the work folder is gone, the archive stands for the evaluation
+    import shutil
+    shutil.rmtree(tmp_path / "w")
+    again = rep.Steps(tmp_path / "out")
+    again.part = "rwku"
+    train = again.step("train A", _writer(tmp_path / "w" / "m.txt", "m"), tmp_path / "w" / "m.txt")
+    assert again.run("eval A", _writer(tmp_path / "w" / "e.txt", "e"), tmp_path / "w" / "e.txt",
+                     archive={tmp_path / "w" / "e.txt": tmp_path / "arch" / "e.txt"}, needs=(train,)) == "restored"
+    assert not (tmp_path / "w" / "m.txt").exists()
+    sys.modules["reproduce_common"].write_record(again, tmp_path, ("rwku",))
+    record = json.loads((tmp_path / "timings.json").read_text())
+    assert [(s["step"], s["how"]) for s in record["steps"]] == [("train A", "not needed"), ("eval A", "restored")]
+    assert record["steps"][0]["seconds"] == first and "this_invocation_seconds" not in record
+    assert "# train A:" in (tmp_path / "commands.sh").read_text()
+    assert [s["how"] for s in steps.log] == ["ran", "ran"] and len(steps.log) == 2
