@@ -170,15 +170,42 @@ def _cell(values: list[float], scale: float) -> str:
     return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
 
 
+def merge_step_logs(earlier: list[dict], now: list[dict]) -> list[dict]:
+    """The steps of ``earlier`` in their order with this invocation's ``now`` entries in their place
+    (same step name); a step new in ``now`` goes right after the step that precedes it in ``now``
+    (at the front if none). Earlier steps not in ``now`` are marked ``how: earlier invocation``."""
+    names = {s["step"] for s in now}
+    out = [s if s["step"] in names else {**s, "skipped": True, "how": "earlier invocation"} for s in earlier]
+    where = {s["step"]: i for i, s in enumerate(out)}
+    prev = None
+    for s in now:
+        if s["step"] in where:
+            out[where[s["step"]]] = s
+        else:
+            at = where[prev] + 1 if prev is not None else 0
+            out.insert(at, s)
+            where = {x["step"]: i for i, x in enumerate(out)}
+        prev = s["step"]
+    return out
+
+
 def write_record(steps: Steps, out: Path, parts: tuple, seconds: float | None = None,
                  extra: dict | None = None) -> float:
-    """Write ``commands.sh`` (every logged command of ``parts``, in order, with its wall seconds from any
-    run) and ``timings.json`` (the same steps, their sum, this invocation's wall seconds and ``extra``)
-    into ``out``; return the sum of the step seconds."""
+    """Write ``commands.sh`` (every command of ``parts``, in order, with its wall seconds from any run)
+    and ``timings.json`` (the same steps, their sum, this invocation's wall seconds and ``extra``) into
+    ``out``; return the sum of the step seconds. The steps of an earlier invocation that this one did
+    not touch (``--snap-rows Fisher`` after a run of every row) are kept from the ``timings.json``
+    already in ``out``, marked ``earlier invocation``: the record covers every committed result."""
     from obliviate.io import atomic_write_json, atomic_write_text
 
     made_by = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     log = [s for s in steps.log if s.get("part", "tofu") in parts]
+    try:
+        earlier = json.loads((out / "timings.json").read_text()).get("steps", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    log = merge_step_logs([s for s in earlier if isinstance(s, dict) and s.get("part", "tofu") in parts
+                           and "step" in s and "command" in s], log)
     lines = ["#!/usr/bin/env bash", f"# made by: {made_by}",
              f"# every command of the {'/'.join(parts)} part of benchmarks/reproduce.py, in order, "
              "with its wall seconds (from any run)",

@@ -185,3 +185,30 @@ def test_a_deferred_step_that_is_not_needed_keeps_its_earlier_time_in_the_record
     assert record["steps"][0]["seconds"] == first and "this_invocation_seconds" not in record
     assert "# train A:" in (tmp_path / "commands.sh").read_text()
     assert [s["how"] for s in steps.log] == ["ran", "ran"] and len(steps.log) == 2
+
+
+def test_a_partial_invocation_keeps_the_earlier_steps_in_the_record(tmp_path):
+    """`--snap-rows Prompting` after a run of every row: commands.sh / timings.json still list the
+    other rows (marked as from an earlier invocation), the new steps sit after the step they follow."""
+    common = sys.modules.get("reproduce_common") or (_reproduce() and sys.modules["reproduce_common"])
+    e = lambda name, sec: {"step": name, "command": f"obliviate run {name}.yaml", "seconds": sec, "skipped": False,
+                           "how": "ran", "part": "snap"}
+    earlier = [e("SNAP A", 10.0), e("Prompting A", 2.0), e("Euclidean A", 5.0), e("batch", 30.0)]
+    now = [e("Prompting A", 2.5), e("Prompting B", 1.0), e("Euclidean A", 5.0), e("Euclidean B", 4.0)]
+    merged = common.merge_step_logs(earlier, now)
+    assert [s["step"] for s in merged] == ["SNAP A", "Prompting A", "Prompting B", "Euclidean A", "Euclidean B", "batch"]
+    assert merged[0]["how"] == "earlier invocation" and merged[-1]["how"] == "earlier invocation"
+    assert merged[1]["seconds"] == 2.5 and common.merge_step_logs([], now) == now
+    assert [s["step"] for s in common.merge_step_logs(earlier[1:], [e("SNAP A", 1.0), e("Prompting A", 1.0)])][:2] \
+        == ["SNAP A", "Prompting A"]
+    # through write_record: the record already in the folder is the earlier one
+    rep = _reproduce()
+    (tmp_path / "timings.json").write_text(json.dumps({"steps": earlier + [{**e("tofu step", 3.0), "part": "tofu"}]}))
+    steps = rep.Steps(tmp_path / "out")
+    steps.part = "snap"
+    assert steps.run("Prompting B", _writer(tmp_path / "b.txt", "b"), tmp_path / "b.txt") == "ran"
+    total = sys.modules["reproduce_common"].write_record(steps, tmp_path, ("snap",))
+    record = json.loads((tmp_path / "timings.json").read_text())
+    assert [s["step"] for s in record["steps"]] == ["Prompting B", "SNAP A", "Prompting A", "Euclidean A", "batch"]
+    assert round(total, 1) == record["sum_of_step_seconds"] == round(47.0 + record["steps"][0]["seconds"], 1)
+    assert "# batch: 30.0 s" in (tmp_path / "commands.sh").read_text()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# made by: python benchmarks/reproduce.py --parts snap --snap-rows '' --snap-modes sequential,batch
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows Prompting,Euclidean --snap-modes ''
 # every command of the snap part of benchmarks/reproduce.py, in order, with its wall seconds (from any run)
 set -euo pipefail
 # SNAP SNAP Stephen King: 1284.0 s
@@ -10,8 +10,16 @@ obliviate run benchmarks/results/reproduce/snap/configs/snap_confucius.yaml --no
 obliviate run benchmarks/results/reproduce/snap/configs/snap_bruce_lee.yaml --no-progress
 # SNAP Prompting Stephen King: 295.0 s
 obliviate run benchmarks/results/reproduce/snap/configs/prompting_stephen_king.yaml --no-progress
+# SNAP Prompting Confucius: 135.1 s
+obliviate run benchmarks/results/reproduce/snap/configs/prompting_confucius.yaml --no-progress
+# SNAP Prompting Bruce Lee: 246.6 s
+obliviate run benchmarks/results/reproduce/snap/configs/prompting_bruce_lee.yaml --no-progress
 # SNAP Euclidean Stephen King: 820.1 s
 obliviate run benchmarks/results/reproduce/snap/configs/euclidean_stephen_king.yaml --no-progress
+# SNAP Euclidean Confucius: 560.3 s
+obliviate run benchmarks/results/reproduce/snap/configs/euclidean_confucius.yaml --no-progress
+# SNAP Euclidean Bruce Lee: 506.5 s
+obliviate run benchmarks/results/reproduce/snap/configs/euclidean_bruce_lee.yaml --no-progress
 # SNAP Fisher Stephen King: 910.9 s
 obliviate run benchmarks/results/reproduce/snap/configs/fisher_stephen_king.yaml --no-progress
 # SNAP - Wasserstein Reg. Stephen King: 978.1 s
