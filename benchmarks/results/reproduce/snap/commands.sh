@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# made by: python benchmarks/reproduce.py --parts snap --snap-rows Prompting,Euclidean --snap-modes ''
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows Fisher --snap-modes ''
 # every command of the snap part of benchmarks/reproduce.py, in order, with its wall seconds (from any run)
 set -euo pipefail
 # SNAP SNAP Stephen King: 1284.0 s
@@ -22,6 +22,10 @@ obliviate run benchmarks/results/reproduce/snap/configs/euclidean_confucius.yaml
 obliviate run benchmarks/results/reproduce/snap/configs/euclidean_bruce_lee.yaml --no-progress
 # SNAP Fisher Stephen King: 910.9 s
 obliviate run benchmarks/results/reproduce/snap/configs/fisher_stephen_king.yaml --no-progress
+# SNAP Fisher Confucius: 613.1 s
+obliviate run benchmarks/results/reproduce/snap/configs/fisher_confucius.yaml --no-progress
+# SNAP Fisher Bruce Lee: 563.0 s
+obliviate run benchmarks/results/reproduce/snap/configs/fisher_bruce_lee.yaml --no-progress
 # SNAP - Wasserstein Reg. Stephen King: 978.1 s
 obliviate run benchmarks/results/reproduce/snap/configs/wasserstein_reg_stephen_king.yaml --no-progress
 # SNAP - HardRDA Stephen King: 522.1 s
