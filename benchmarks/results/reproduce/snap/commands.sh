@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# made by: python benchmarks/reproduce.py --parts snap --snap-rows Fisher --snap-modes ''
+# made by: python benchmarks/reproduce.py --parts snap --snap-rows '- HardRDA' --snap-targets Confucius --snap-modes ''
 # every command of the snap part of benchmarks/reproduce.py, in order, with its wall seconds (from any run)
 set -euo pipefail
+# SNAP - HardRDA Confucius: 298.1 s
+obliviate run benchmarks/results/reproduce/snap/configs/hardrda_confucius.yaml --no-progress
 # SNAP SNAP Stephen King: 1284.0 s
 obliviate run benchmarks/results/reproduce/snap/configs/snap_stephen_king.yaml --no-progress
 # SNAP SNAP Confucius: 2700.4 s
