@@ -259,14 +259,13 @@ def rwku_part(args, steps: Steps, work: Path, out: Path) -> None:
                                   path / "merge.json", needs=(need_train,))
             evaluate(f"{ulmr_label(s['data'], a)} seed {seed}", path, f"ulmr_{s['data']}_a{a:g}_s{seed}", (need,))
     every = known_targets(s["data"])
-    results = collect_results(o / "runs", [t["slug"] for t in every], seed)
+    slugs = [t["slug"] for t in every]
     names = {t["slug"]: t["target"] for t in every}
-    results = {label: {names[k]: v for k, v in per.items()} for label, per in results.items()}
-    training = training_runs(o / "runs", [t["slug"] for t in every], seed, s["lr"])
+    by_name = lambda rows: {label: {names[k]: v for k, v in per.items()} for label, per in rows.items()}
+    results = by_name(collect_results(o / "runs", slugs, seed))
+    training = training_runs(o / "runs", slugs, seed, s["lr"])
     shown = [t["target"] for t in every if any(t["target"] in per for per in results.values())]
-    refusals = refusal_shares(o / "runs", [t["slug"] for t in every], seed)
-    refusals = {label: {names[k]: v for k, v in per.items()} for label, per in refusals.items()}
-    write_rwku_tables(o, results, shown, s, training, refusals)
+    write_rwku_tables(o, results, shown, s, training, by_name(refusal_shares(o / "runs", slugs, seed)))
     write_record(steps, o, ("rwku",))
 
 
@@ -289,22 +288,28 @@ def row_of(folder: str, seed: int) -> tuple[tuple, str] | None:
     return None
 
 
+def _archived(runs: Path, slugs: list[str], seed: int, filename: str):
+    """``(sort key, row label, slug, file)`` of every archived ``runs/<slug>/<run>/<filename>`` of ``seed``."""
+    for slug in slugs:
+        for f in sorted((runs / slug).glob(f"*/{filename}")) if (runs / slug).is_dir() else []:
+            row = row_of(f.parent.name, seed)
+            if row is not None:
+                yield (*row, slug, f)
+
+
+def _table_order(found: dict[str, tuple[tuple, dict]]) -> dict[str, dict]:
+    """``{label: per}`` of ``{label: (sort key, per)}``, rows in table order (Before, baselines, ULMR by α)."""
+    return {label: per for label, (_, per) in sorted(found.items(), key=lambda kv: kv[1][0])}
+
+
 def collect_results(runs: Path, slugs: list[str], seed: int) -> dict[str, dict[str, dict]]:
     """``{row: {slug: metrics}}`` from every archived ``runs/<slug>/<run>/metrics.json`` of ``seed``, rows in
     table order (Before, the baselines, ULMR by α)."""
     found: dict[str, tuple[tuple, dict]] = {}
-    for slug in slugs:
-        folder = runs / slug
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.glob("*/metrics.json")):
-            row = row_of(f.parent.name, seed)
-            if row is None:
-                continue
-            key, label = row
-            payload = json.loads(f.read_text())
-            found.setdefault(label, (key, {}))[1][slug] = payload.get("metrics", payload)
-    return {label: per for label, (_, per) in sorted(found.items(), key=lambda kv: kv[1][0])}
+    for key, label, slug, f in _archived(runs, slugs, seed, "metrics.json"):
+        payload = json.loads(f.read_text())
+        found.setdefault(label, (key, {}))[1][slug] = payload.get("metrics", payload)
+    return _table_order(found)
 
 
 def refusal_shares(runs: Path, slugs: list[str], seed: int, detector=None) -> dict[str, dict[str, dict]]:
@@ -316,19 +321,14 @@ def refusal_shares(runs: Path, slugs: list[str], seed: int, detector=None) -> di
     found: dict[str, tuple[tuple, dict]] = {}
     texts: list[str] = []
     where: list[tuple[str, str, str]] = []
-    for slug in slugs:
-        for f in sorted((runs / slug).glob("*/samples.jsonl")) if (runs / slug).is_dir() else []:
-            row = row_of(f.parent.name, seed)
-            if row is None:
-                continue
-            key, label = row
-            found.setdefault(label, (key, {}))[1][slug] = {}
-            for line in f.read_text(encoding="utf-8").splitlines():
-                rec = json.loads(line) if line.strip() else {}
-                split = str(rec.get("set", "")).split("_")[0]
-                if split in ("forget", "neighbor") and isinstance(rec.get("generation"), str):
-                    texts.append(rec["generation"])
-                    where.append((label, slug, split))
+    for key, label, slug, f in _archived(runs, slugs, seed, "samples.jsonl"):
+        found.setdefault(label, (key, {}))[1][slug] = {}
+        for line in f.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            split = str(rec.get("set", "")).split("_")[0]
+            if split in ("forget", "neighbor") and isinstance(rec.get("generation"), str):
+                texts.append(rec["generation"])
+                where.append((label, slug, split))
     if not texts:
         return {}
     if detector is None:
@@ -343,7 +343,7 @@ def refusal_shares(runs: Path, slugs: list[str], seed: int, detector=None) -> di
         c[1] += 1
     for (label, slug, split), (k, n) in counts.items():
         found[label][1][slug].update({split: k / n, f"{split}_n": n})
-    return {label: per for label, (_, per) in sorted(found.items(), key=lambda kv: kv[1][0])}
+    return _table_order(found)
 
 
 def training_runs(runs: Path, slugs: list[str], seed: int, lrs: dict) -> list[dict]:

@@ -309,15 +309,15 @@ def stage_train(cfg: RunConfig, streams: dict[str, list[QARecord]], out: Path, *
     from .train import latest_checkpoint
 
     old = read_stage_record(out / "train" / STAGE_FILE)
+    checkpoints = out / "train" / "checkpoints"
     resume = None
     if old is not None and old.get("fingerprint") == rec["fingerprint"]:
-        resume = latest_checkpoint(out / "train" / "checkpoints")  # an interrupted run with these settings
+        resume = latest_checkpoint(checkpoints)  # an interrupted run with these settings
         if resume:
             log.info("train: resuming the interrupted run from %s", resume)
-    stale = out / "train" / "checkpoints"
-    if resume is None and stale.is_dir():  # an interrupted run with other settings (or unrecorded): never resume it
-        log.warning("train: removing %s: checkpoints of an interrupted run with other settings", stale)
-        shutil.rmtree(stale)
+    if resume is None and checkpoints.is_dir():  # an interrupted run with other settings (or unrecorded): never resume it
+        log.warning("train: removing %s: checkpoints of an interrupted run with other settings", checkpoints)
+        shutil.rmtree(checkpoints)
     (out / "train").mkdir(parents=True, exist_ok=True)
     write_stage_record(out / "train" / STAGE_FILE, rec)
     tc.progress = progress
